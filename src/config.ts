@@ -1,0 +1,190 @@
+import { bool, cleanEnv, host, makeValidator, port, str, EnvError } from 'envalid';
+import { parseKey, readKeyFile, type KeySource } from './key.js';
+
+export interface Config {
+  readonly key: string;
+  readonly keySource: KeySource;
+  readonly keyFile: string | undefined;
+  /** Origin only, e.g. `https://api.openai.com`. */
+  readonly upstreamUrl: string;
+  /** `/v1`, or `''` for none. */
+  readonly basePath: string;
+  /** The egress proxy that applies to `upstreamUrl`, or null. */
+  readonly egressProxy: URL | null;
+  readonly requireEgressProxy: boolean;
+  readonly host: string;
+  readonly port: number;
+  readonly logLevel: string;
+  readonly maxBodyBytes: number;
+  readonly connectTimeoutMs: number;
+  readonly idleTimeoutMs: number;
+  readonly shutdownGraceMs: number;
+  readonly proxyAuthToken: string | undefined;
+}
+
+/** A bad setting: `message` names the variable and never holds a secret's value. */
+export class ConfigError extends Error {
+  override name = 'ConfigError';
+}
+
+const secretKey = makeValidator<string>((raw) => {
+  try {
+    return parseKey(raw);
+  } catch (err) {
+    throw new EnvError((err as Error).message);
+  }
+});
+
+// Tokens are compared to what callers send, so the same character rules apply.
+const secretToken = secretKey;
+
+const originUrl = makeValidator<string>((raw) => {
+  let url: URL;
+  try {
+    url = new URL(raw);
+  } catch {
+    throw new EnvError('is not a URL');
+  }
+  if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new EnvError('must be http or https');
+  if (url.username || url.password) throw new EnvError('must not hold credentials');
+  if (url.pathname !== '/' || url.search || url.hash) {
+    throw new EnvError('must be an origin only (put a path prefix in UPSTREAM_BASE_PATH)');
+  }
+  return url.origin;
+});
+
+// Proxy URLs may carry credentials: reasons never echo the value.
+const proxyUrl = makeValidator<string>((raw) => {
+  if (raw === '') return '';
+  let url: URL;
+  try {
+    url = new URL(raw.includes('://') ? raw : `http://${raw}`);
+  } catch {
+    throw new EnvError('is not a URL');
+  }
+  if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new EnvError('must be an http or https proxy URL');
+  return url.href;
+});
+
+const basePath = makeValidator<string>((raw) => {
+  const trimmed = raw.replace(/\/+$/, '');
+  if (trimmed !== '' && !/^\/[A-Za-z0-9._~\-/]*$/.test(trimmed)) {
+    throw new EnvError('must be a path such as /v1');
+  }
+  return trimmed;
+});
+
+const positive = makeValidator<number>((raw) => {
+  const n = Number(raw);
+  if (!Number.isSafeInteger(n) || n <= 0) throw new EnvError(`must be a positive whole number, got "${raw}"`);
+  return n;
+});
+
+const SPECS = {
+  OPENAI_API_KEY: secretKey({ default: undefined }),
+  OPENAI_API_KEY_FILE: str({ default: undefined }),
+  UPSTREAM_URL: originUrl({ default: 'https://api.openai.com' }),
+  UPSTREAM_BASE_PATH: basePath({ default: '/v1' }),
+  HTTPS_PROXY: proxyUrl({ default: '' }),
+  https_proxy: proxyUrl({ default: '' }),
+  HTTP_PROXY: proxyUrl({ default: '' }),
+  http_proxy: proxyUrl({ default: '' }),
+  NO_PROXY: str({ default: '' }),
+  no_proxy: str({ default: '' }),
+  REQUIRE_EGRESS_PROXY: bool({ default: false }),
+  HOST: host({ default: '0.0.0.0' }),
+  PORT: port({ default: 10000 }),
+  LOG_LEVEL: str({ default: 'info', choices: ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'] }),
+  MAX_BODY_BYTES: positive({ default: 67_108_864 }), // 64 MiB: audio and file uploads
+  UPSTREAM_CONNECT_TIMEOUT_MS: positive({ default: 10_000 }), // 10 s, CONNECT and TLS included
+  UPSTREAM_IDLE_TIMEOUT_MS: positive({ default: 300_000 }), // 5 min: reasoning models think before the first byte
+  SHUTDOWN_GRACE_MS: positive({ default: 10_000 }), // 10 s
+  PROXY_AUTH_TOKEN: secretToken({ default: undefined }),
+};
+
+/** Parses and validates the environment once; throws ConfigError naming each bad variable. */
+export function loadConfig(env: Record<string, string | undefined>): Config {
+  // Kubernetes manifests often keep an empty OPENAI_API_KEY beside the file setting.
+  const input = { ...env };
+  if (input.OPENAI_API_KEY_FILE && !input.OPENAI_API_KEY?.trim()) delete input.OPENAI_API_KEY;
+  const e = cleanEnv(input, SPECS, {
+    reporter: ({ errors }) => {
+      const parts = Object.entries(errors).map(([name, err]) => describe(name, err as Error));
+      if (parts.length > 0) throw new ConfigError(parts.join('; '));
+    },
+  });
+
+  const { key, keySource, keyFile } = resolveKey(input, e.OPENAI_API_KEY, e.OPENAI_API_KEY_FILE);
+  const upstream = new URL(e.UPSTREAM_URL);
+  const egressProxy = proxyFor(upstream, {
+    https: e.https_proxy || e.HTTPS_PROXY,
+    http: e.http_proxy || e.HTTP_PROXY,
+    noProxy: e.no_proxy || e.NO_PROXY,
+  });
+  if (e.REQUIRE_EGRESS_PROXY && !egressProxy) {
+    const which = upstream.protocol === 'https:' ? 'HTTPS_PROXY' : 'HTTP_PROXY';
+    throw new ConfigError(
+      `REQUIRE_EGRESS_PROXY: is true but no egress proxy applies to UPSTREAM_URL ${e.UPSTREAM_URL} (set ${which}, check NO_PROXY)`,
+    );
+  }
+
+  return Object.freeze({
+    key,
+    keySource,
+    keyFile,
+    upstreamUrl: e.UPSTREAM_URL,
+    basePath: e.UPSTREAM_BASE_PATH,
+    egressProxy,
+    requireEgressProxy: e.REQUIRE_EGRESS_PROXY,
+    host: e.HOST,
+    port: e.PORT,
+    logLevel: e.LOG_LEVEL,
+    maxBodyBytes: e.MAX_BODY_BYTES,
+    connectTimeoutMs: e.UPSTREAM_CONNECT_TIMEOUT_MS,
+    idleTimeoutMs: e.UPSTREAM_IDLE_TIMEOUT_MS,
+    shutdownGraceMs: e.SHUTDOWN_GRACE_MS,
+    proxyAuthToken: e.PROXY_AUTH_TOKEN,
+  });
+}
+
+function describe(name: string, err: Error): string {
+  if (err.name === 'EnvMissingError') return `${name}: is missing`;
+  return `${name}: ${err.message}`;
+}
+
+function resolveKey(
+  env: Record<string, string | undefined>,
+  fromEnv: string | undefined,
+  file: string | undefined,
+): { key: string; keySource: KeySource; keyFile: string | undefined } {
+  if (file) {
+    if (env.OPENAI_API_KEY?.trim()) {
+      throw new ConfigError('OPENAI_API_KEY: is set together with OPENAI_API_KEY_FILE; set only one');
+    }
+    try {
+      return { key: readKeyFile(file), keySource: 'file', keyFile: file };
+    } catch (err) {
+      throw new ConfigError(`OPENAI_API_KEY_FILE: ${file} ${(err as Error).message}`);
+    }
+  }
+  if (!fromEnv) throw new ConfigError('OPENAI_API_KEY: is missing (set it, or OPENAI_API_KEY_FILE)');
+  return { key: fromEnv, keySource: 'env', keyFile: undefined };
+}
+
+/** Which proxy, if any, the usual *_PROXY / NO_PROXY conventions pick for `target`. */
+export function proxyFor(target: URL, vars: { https: string; http: string; noProxy: string }): URL | null {
+  const chosen = target.protocol === 'https:' ? vars.https : vars.http;
+  if (!chosen) return null;
+  const port = target.port || (target.protocol === 'https:' ? '443' : '80');
+  const host = target.hostname.replace(/^\[|\]$/g, '').toLowerCase();
+  for (const raw of vars.noProxy.split(/[\s,]+/)) {
+    const entry = raw.trim().toLowerCase();
+    if (!entry) continue;
+    if (entry === '*') return null;
+    const [name = '', entryPort] = entry.replace(/^\[|\]$/g, '').split(/:(?=\d+$)/);
+    if (entryPort && entryPort !== port) continue;
+    const bare = name.replace(/^\*?\./, '');
+    if (host === bare || host.endsWith(`.${bare}`)) return null;
+  }
+  return new URL(chosen);
+}

@@ -1,0 +1,173 @@
+import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:http';
+import type { Readable } from 'node:stream';
+import type { Dispatcher } from 'undici';
+import { ProxyError, sendError, toProxyError } from './errors.js';
+import { CALLER_CLOSED, type Exchange } from './exchange.js';
+import { downstreamResponseHeaders } from './headers.js';
+import type { Logger } from './logger.js';
+import type { Metrics } from './metrics.js';
+import { cleanErrorBody } from './redact.js';
+
+// Error bodies are read whole to redact the key; OpenAI's are under 1 KiB.
+const MAX_ERROR_BODY = 1 << 20;
+
+/** What both the HTTP and the WebSocket paths need to reach the upstream. */
+export interface UpstreamDeps {
+  agent: Dispatcher;
+  upstreamUrl: string;
+  idleTimeoutMs: number;
+  metrics: Metrics;
+  logger: Logger;
+  keyFingerprint: () => string;
+  currentKey: () => string;
+}
+
+export interface ForwardDeps extends UpstreamDeps {
+  maxBodyBytes: number;
+}
+
+/** Sends one exchange upstream and streams the answer back; `headers` are already policy-filtered. */
+export function forward(deps: ForwardDeps, ex: Exchange, res: ServerResponse, upstreamPath: string, headers: string[]): void {
+  const req = ex.req;
+  const handler = new ForwardHandler(deps, ex, res);
+  res.on('close', () => handler.callerClosed());
+  deps.agent.dispatch(
+    {
+      origin: deps.upstreamUrl,
+      path: upstreamPath,
+      method: req.method as Dispatcher.HttpMethod,
+      headers,
+      // undici writes any async iterable (client-h1 writeIterable); its DispatchOptions type lags.
+      body: hasBody(req.headers) ? (countedBody(req, ex, deps.maxBodyBytes) as unknown as Readable) : null,
+    },
+    handler,
+  );
+}
+
+/** Refuses a body whose declared size is already over the limit, before anything goes upstream. */
+export function declaredTooLarge(headers: IncomingHttpHeaders, max: number): boolean {
+  const length = headers['content-length'];
+  return length !== undefined && Number(length) > max;
+}
+
+function hasBody(headers: IncomingHttpHeaders): boolean {
+  return headers['transfer-encoding'] !== undefined || (headers['content-length'] ?? '0') !== '0';
+}
+
+/** Streams the caller's body, counting it, so the limit holds without buffering. */
+async function* countedBody(req: IncomingMessage, ex: Exchange, max: number): AsyncGenerator<Buffer> {
+  for await (const chunk of req as AsyncIterable<Buffer>) {
+    ex.bytesIn += chunk.length;
+    if (ex.bytesIn > max) throw new ProxyError('body_too_large', `The request body is over ${max} bytes.`);
+    yield chunk;
+  }
+}
+
+/** An upstream 401/403 means our key was refused: count it and tell the operator which key. */
+export function noteUpstreamStatus(deps: UpstreamDeps, ex: Exchange, status: number): void {
+  if (status !== 401 && status !== 403) return;
+  deps.metrics.upstreamAuthFailures.inc({ status });
+  deps.logger.warn(
+    { reqId: ex.id, upstreamStatus: status, keyFingerprint: deps.keyFingerprint() },
+    'the upstream rejected the configured key: check OPENAI_API_KEY (its fingerprint is logged here)',
+  );
+}
+
+/** The upstream's error answer with any whole or masked copy of the key replaced, ready to send. */
+export function redactedError(
+  deps: UpstreamDeps,
+  ex: Exchange,
+  status: number,
+  upstreamHeaders: IncomingHttpHeaders,
+  raw: Buffer,
+): { headers: Record<string, string | string[]>; body: Buffer } {
+  const { body, replaced } = cleanErrorBody(raw, upstreamHeaders['content-encoding'], deps.currentKey(), status);
+  const headers = downstreamResponseHeaders(upstreamHeaders, ex.id);
+  if (replaced) headers['content-type'] = 'application/json';
+  delete headers['content-encoding'];
+  headers['content-length'] = String(body.length);
+  ex.bytesOut += body.length;
+  return { headers, body };
+}
+
+function isEventStream(headers: IncomingHttpHeaders): boolean {
+  return String(headers['content-type'] ?? '').startsWith('text/event-stream');
+}
+
+class ForwardHandler implements Dispatcher.DispatchHandler {
+  #controller: Dispatcher.DispatchController | undefined;
+  #status = 0;
+  #headers: IncomingHttpHeaders = {};
+  /** Set when the answer is an upstream error whose body we read and redact. */
+  #errorChunks: Buffer[] | undefined;
+  #errorBytes = 0;
+
+  constructor(
+    private readonly deps: ForwardDeps,
+    private readonly ex: Exchange,
+    private readonly res: ServerResponse,
+  ) {}
+
+  callerClosed(): void {
+    if (this.res.writableFinished || this.ex.ended) return;
+    // The caller went away: stop the upstream exchange now, so a cancelled model call stops billing.
+    this.#controller?.abort(new Error('caller closed the connection'));
+    this.ex.end({ status: CALLER_CLOSED, upstreamStatus: this.#status || undefined });
+  }
+
+  onRequestStart(controller: Dispatcher.DispatchController): void {
+    this.#controller = controller;
+    if (this.ex.ended) controller.abort(new Error('caller closed the connection'));
+  }
+
+  onResponseStart(_c: Dispatcher.DispatchController, status: number, headers: IncomingHttpHeaders): void {
+    this.#status = status;
+    this.#headers = headers;
+    this.deps.metrics.firstByte.observe({ route: this.ex.route }, this.ex.seconds());
+    noteUpstreamStatus(this.deps, this.ex, status);
+    if (status >= 400 && !isEventStream(headers)) {
+      this.#errorChunks = [];
+      return;
+    }
+    this.res.writeHead(status, downstreamResponseHeaders(headers, this.ex.id));
+    // Event streams go out as they come: flush the head now, not with the first event.
+    this.res.flushHeaders();
+  }
+
+  onResponseData(controller: Dispatcher.DispatchController, chunk: Buffer): void {
+    if (this.#errorChunks) {
+      this.#errorBytes += chunk.length;
+      if (this.#errorBytes > MAX_ERROR_BODY) {
+        controller.abort(new ProxyError('upstream_unreachable', 'The upstream error body was too large to relay.'));
+        return;
+      }
+      this.#errorChunks.push(chunk);
+      return;
+    }
+    this.ex.bytesOut += chunk.length;
+    if (!this.res.write(chunk)) {
+      controller.pause();
+      this.res.once('drain', () => controller.resume());
+    }
+  }
+
+  onResponseEnd(): void {
+    if (this.#errorChunks) this.#sendRedactedError(Buffer.concat(this.#errorChunks));
+    else this.res.end();
+    this.ex.end({ status: this.#status, upstreamStatus: this.#status });
+  }
+
+  onResponseError(_c: Dispatcher.DispatchController, err: Error): void {
+    if (this.ex.ended) return;
+    const error = toProxyError(err);
+    // A body over the limit means the caller is still sending: close rather than read the rest.
+    sendError(this.res, error, this.ex.id, error.code === 'body_too_large');
+    this.ex.end({ status: error.status, code: error.code, upstreamStatus: this.#status || undefined, cause: err });
+  }
+
+  #sendRedactedError(raw: Buffer): void {
+    const { headers, body } = redactedError(this.deps, this.ex, this.#status, this.#headers, raw);
+    this.res.writeHead(this.#status, headers);
+    this.res.end(body);
+  }
+}

@@ -1,0 +1,116 @@
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+
+const PREFIX = 'api_proxy_';
+
+// Streams last minutes: buckets run from a health probe's 5 ms to a 10 min stream.
+const DURATION_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600];
+
+// The API's resource families; anything else is `other`, so a caller cannot mint label values.
+const FAMILIES = [
+  'responses',
+  'chat/completions',
+  'completions',
+  'embeddings',
+  'models',
+  'files',
+  'uploads',
+  'audio',
+  'images',
+  'moderations',
+  'batches',
+  'fine_tuning',
+  'vector_stores',
+  'assistants',
+  'threads',
+  'conversations',
+  'realtime',
+];
+
+/** A bounded route label for an upstream path such as `/v1/responses/resp_1?x`. */
+export function routeFamily(upstreamPath: string, basePath: string): string {
+  if (!upstreamPath.startsWith(`${basePath}/`)) return 'other';
+  const rest = upstreamPath.slice(basePath.length + 1);
+  for (const family of FAMILIES) {
+    if (rest.startsWith(family)) {
+      const next = rest.charAt(family.length);
+      if (next === '' || next === '/' || next === '?') return `${basePath}/${family}`;
+    }
+  }
+  return 'other';
+}
+
+export type Metrics = ReturnType<typeof createMetrics>;
+
+/** One registry per app, so tests can build several apps in one process. */
+export function createMetrics() {
+  const registry = new Registry();
+  collectDefaultMetrics({ register: registry, prefix: PREFIX });
+  const registers = [registry];
+  return {
+    registry,
+    requests: new Counter({
+      name: `${PREFIX}requests_total`,
+      help: 'Forwarded requests, by method, route family and status sent to the caller.',
+      labelNames: ['method', 'route', 'status'] as const,
+      registers,
+    }),
+    duration: new Histogram({
+      name: `${PREFIX}request_duration_seconds`,
+      help: 'Time from the request to the last byte sent to the caller.',
+      labelNames: ['route'] as const,
+      buckets: DURATION_BUCKETS,
+      registers,
+    }),
+    firstByte: new Histogram({
+      name: `${PREFIX}upstream_first_byte_seconds`,
+      help: 'Time from the request to the upstream response headers.',
+      labelNames: ['route'] as const,
+      buckets: DURATION_BUCKETS,
+      registers,
+    }),
+    inFlight: new Gauge({
+      name: `${PREFIX}requests_in_flight`,
+      help: 'Forwarded HTTP exchanges under way.',
+      registers,
+    }),
+    upstreamErrors: new Counter({
+      name: `${PREFIX}upstream_errors_total`,
+      help: 'Exchanges that ended in a proxy error, by error code.',
+      labelNames: ['code'] as const,
+      registers,
+    }),
+    upstreamAuthFailures: new Counter({
+      name: `${PREFIX}upstream_auth_failures_total`,
+      help: 'Upstream 401/403 answers: the configured key was rejected.',
+      labelNames: ['status'] as const,
+      registers,
+    }),
+    websocketsActive: new Gauge({
+      name: `${PREFIX}websocket_connections_active`,
+      help: 'WebSocket tunnels open now.',
+      registers,
+    }),
+    websocketsTotal: new Counter({
+      name: `${PREFIX}websocket_connections_total`,
+      help: 'WebSocket upgrades answered, by status.',
+      labelNames: ['status'] as const,
+      registers,
+    }),
+    requestBytes: new Counter({
+      name: `${PREFIX}request_body_bytes_total`,
+      help: 'Body bytes sent upstream (WebSocket frames included).',
+      registers,
+    }),
+    responseBytes: new Counter({
+      name: `${PREFIX}response_body_bytes_total`,
+      help: 'Body bytes sent to callers (WebSocket frames included).',
+      registers,
+    }),
+    keyReloads: new Counter({
+      name: `${PREFIX}key_reloads_total`,
+      help: 'Key file reloads, by result.',
+      labelNames: ['result'] as const,
+      registers,
+    }),
+  };
+}

@@ -1,0 +1,103 @@
+import type { Socket } from 'node:net';
+import { Agent, Pool, buildConnector } from 'undici';
+import type { Config } from './config.js';
+import { ProxyError, toProxyError } from './errors.js';
+
+// Idle pooled connections live this long (OpenAI keeps idle connections ~60 s;
+// Squid's pconn_timeout is 1 min). Only idle ones: the pool keeps none beyond need.
+const KEEP_ALIVE_MS = 30_000;
+const TLS_SESSION_CACHE = 100;
+
+/**
+ * The dispatcher every upstream exchange goes through. Connections are kept
+ * alive and reused; with an egress proxy each connection is one CONNECT tunnel,
+ * so N sequential requests cost one CONNECT and one TLS handshake, not N.
+ */
+export function createUpstreamAgent(config: Config): Agent {
+  const tlsOptions = { timeout: config.connectTimeoutMs, maxCachedSessions: TLS_SESSION_CACHE };
+  return new Agent({
+    connect: config.egressProxy ? tunnelConnector(config.egressProxy, config.connectTimeoutMs) : tlsOptions,
+    keepAliveTimeout: KEEP_ALIVE_MS,
+    keepAliveMaxTimeout: KEEP_ALIVE_MS,
+    headersTimeout: config.idleTimeoutMs,
+    bodyTimeout: config.idleTimeoutMs,
+    pipelining: 1,
+  });
+}
+
+type Connector = buildConnector.connector;
+
+/**
+ * Opens a CONNECT tunnel through the egress proxy, then TLS inside it. One
+ * deadline covers proxy TCP, CONNECT and TLS. Failures are re-typed here, where
+ * we still know which step failed: a proxy answering 403 is a policy decision
+ * (egress_denied), not an outage.
+ */
+export function tunnelConnector(proxy: URL, timeoutMs: number): Connector {
+  const proxyPool = new Pool(proxy.origin, { connect: { timeout: timeoutMs } });
+  const tls = buildConnector({ timeout: timeoutMs, maxCachedSessions: TLS_SESSION_CACHE });
+  const auth = proxy.username
+    ? `Basic ${Buffer.from(`${decodeURIComponent(proxy.username)}:${decodeURIComponent(proxy.password)}`).toString('base64')}`
+    : undefined;
+
+  return (opts, callback) => {
+    const port = opts.port || (opts.protocol === 'https:' ? '443' : '80');
+    const authority = `${opts.hostname.includes(':') ? `[${opts.hostname}]` : opts.hostname}:${port}`;
+    const abort = new AbortController();
+    let tunnelSocket: Socket | undefined;
+    let settled = false;
+    const finish = (err: Error | null, socket?: Socket): void => {
+      if (settled) {
+        socket?.destroy();
+        return;
+      }
+      settled = true;
+      clearTimeout(timer);
+      if (err) {
+        tunnelSocket?.destroy();
+        callback(err, null);
+      } else {
+        callback(null, socket!);
+      }
+    };
+    const timer = setTimeout(() => {
+      abort.abort();
+      finish(new ProxyError('upstream_timeout', `Connecting to the upstream through the egress proxy took over ${timeoutMs} ms.`));
+    }, timeoutMs);
+
+    proxyPool
+      .connect({
+        path: authority,
+        headers: { host: authority, ...(auth ? { 'proxy-authorization': auth } : {}) },
+        signal: abort.signal,
+      })
+      .then(({ statusCode, socket }) => {
+        tunnelSocket = socket as Socket;
+        if (statusCode !== 200) return finish(egressRefusal(statusCode, authority));
+        if (opts.protocol !== 'https:') return finish(null, tunnelSocket);
+        tls({ ...opts, httpSocket: tunnelSocket }, (err, tlsSocket) => {
+          if (err) finish(toProxyError(err));
+          else finish(null, tlsSocket as Socket);
+        });
+      })
+      .catch((err: unknown) => {
+        if (settled) return;
+        const cause = toProxyError(err);
+        finish(
+          cause.code === 'upstream_unreachable'
+            ? new ProxyError('upstream_unreachable', 'The egress proxy could not be reached.', { cause: err })
+            : cause,
+        );
+      });
+  };
+}
+
+function egressRefusal(status: number, authority: string): ProxyError {
+  if (status === 403 || status === 407) {
+    return new ProxyError('egress_denied', `The egress proxy refused the connection to ${authority} (${status}).`);
+  }
+  if (status === 504) {
+    return new ProxyError('upstream_timeout', `The egress proxy timed out connecting to ${authority}.`);
+  }
+  return new ProxyError('upstream_unreachable', `The egress proxy could not connect to ${authority} (${status}).`);
+}

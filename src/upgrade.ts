@@ -1,0 +1,151 @@
+import { STATUS_CODES, type IncomingHttpHeaders } from 'node:http';
+import type { Duplex } from 'node:stream';
+import type { Dispatcher } from 'undici';
+import { errorBody, type ProxyError, toProxyError } from './errors.js';
+import { CALLER_CLOSED, type Exchange } from './exchange.js';
+import { noteUpstreamStatus, redactedError, type UpstreamDeps } from './forward.js';
+import { REQUEST_ID_HEADER } from './headers.js';
+
+/** An HTTP/1.1 response written straight to a socket that Node handed us for an upgrade. */
+export function writeHead(socket: Duplex, status: number, headers: IncomingHttpHeaders): void {
+  let head = `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? ''}\r\n`;
+  for (const [name, value] of Object.entries(headers)) {
+    if (value === undefined) continue;
+    for (const v of Array.isArray(value) ? value : [value]) head += `${name}: ${v}\r\n`;
+  }
+  socket.write(`${head}\r\n`);
+}
+
+export function rejectUpgrade(socket: Duplex, err: ProxyError, requestId: string): void {
+  if (!socket.writable) return void socket.destroy();
+  const body = errorBody(err);
+  writeHead(socket, err.status, {
+    'content-type': 'application/json',
+    'content-length': String(Buffer.byteLength(body)),
+    [REQUEST_ID_HEADER]: requestId,
+    connection: 'close',
+  });
+  socket.end(body);
+}
+
+/**
+ * Tunnels a WebSocket upgrade: the upstream handshake goes through the same
+ * dispatcher (and so the same egress tunnel pool) as HTTP; after its 101 the two
+ * sockets are piped. A refusal (401, 426, …) is relayed as it came, so Codex
+ * falls back to SSE at once instead of retrying.
+ */
+export function tunnelUpgrade(
+  deps: UpstreamDeps,
+  ex: Exchange,
+  socket: Duplex,
+  head: Buffer,
+  upstreamPath: string,
+  headers: string[],
+): void {
+  const handler = new UpgradeHandler(deps, ex, socket, head);
+  socket.on('close', () => handler.callerClosed());
+  deps.agent.dispatch(
+    {
+      origin: deps.upstreamUrl,
+      path: upstreamPath,
+      method: 'GET',
+      headers,
+      upgrade: ex.req.headers.upgrade ?? 'websocket',
+    },
+    handler,
+  );
+}
+
+class UpgradeHandler implements Dispatcher.DispatchHandler {
+  #controller: Dispatcher.DispatchController | undefined;
+  #status = 0;
+  #headers: IncomingHttpHeaders = {};
+  #refusal: Buffer[] = [];
+  #upstream: Duplex | undefined;
+
+  constructor(
+    private readonly deps: UpstreamDeps,
+    private readonly ex: Exchange,
+    private readonly socket: Duplex,
+    private readonly head: Buffer,
+  ) {}
+
+  callerClosed(): void {
+    this.#upstream?.destroy();
+    if (!this.ex.ended && !this.#upstream) {
+      this.#controller?.abort(new Error('caller closed the connection'));
+      this.ex.end({ status: CALLER_CLOSED });
+    }
+  }
+
+  onRequestStart(controller: Dispatcher.DispatchController): void {
+    this.#controller = controller;
+    if (this.ex.ended) controller.abort(new Error('caller closed the connection'));
+  }
+
+  onRequestUpgrade(_c: Dispatcher.DispatchController, status: number, headers: IncomingHttpHeaders, upstream: Duplex): void {
+    this.#status = status;
+    this.#upstream = upstream;
+    const { socket, ex, deps } = this;
+    if (ex.ended) return void upstream.destroy();
+
+    deps.metrics.websocketsActive.inc();
+    let open = true;
+    const close = (): void => {
+      if (!open) return;
+      open = false;
+      deps.metrics.websocketsActive.dec();
+      socket.destroy();
+      upstream.destroy();
+      ex.end({ status, upstreamStatus: status });
+    };
+    upstream.on('error', close).on('close', close);
+    socket.on('error', close).on('close', close);
+    // No byte either way for the idle timeout ends the tunnel, as for HTTP.
+    for (const s of [socket, upstream]) {
+      (s as Duplex & { setTimeout?: (ms: number, cb: () => void) => void }).setTimeout?.(deps.idleTimeoutMs, close);
+    }
+
+    writeHead(socket, status, { ...headers, [REQUEST_ID_HEADER]: ex.id });
+    if (this.head.length > 0) upstream.write(this.head);
+    upstream.on('data', (chunk: Buffer) => {
+      ex.bytesOut += chunk.length;
+      if (!socket.write(chunk)) upstream.pause();
+    });
+    socket.on('drain', () => upstream.resume());
+    socket.on('data', (chunk: Buffer) => {
+      ex.bytesIn += chunk.length;
+      if (!upstream.write(chunk)) socket.pause();
+    });
+    upstream.on('drain', () => socket.resume());
+    socket.resume();
+  }
+
+  // A refused upgrade: read the (small) body whole, as for any upstream error, to redact it.
+  onResponseStart(_c: Dispatcher.DispatchController, status: number, headers: IncomingHttpHeaders): void {
+    this.#status = status;
+    this.#headers = headers;
+    noteUpstreamStatus(this.deps, this.ex, status);
+  }
+
+  onResponseData(_c: Dispatcher.DispatchController, chunk: Buffer): void {
+    this.#refusal.push(chunk);
+  }
+
+  onResponseEnd(): void {
+    const status = this.#status;
+    const { headers, body } = redactedError(this.deps, this.ex, status, this.#headers, Buffer.concat(this.#refusal));
+    headers.connection = 'close';
+    writeHead(this.socket, status, headers);
+    this.socket.end(body);
+    this.ex.end({ status, upstreamStatus: status });
+  }
+
+  onResponseError(_c: Dispatcher.DispatchController, err: Error): void {
+    if (this.ex.ended) return;
+    const error = toProxyError(err);
+    if (this.#status === 0) rejectUpgrade(this.socket, error, this.ex.id);
+    else this.socket.destroy();
+    this.ex.end({ status: error.status, code: error.code, upstreamStatus: this.#status || undefined, cause: err });
+  }
+}
