@@ -1,4 +1,4 @@
-import type { IncomingMessage, ServerResponse } from 'node:http';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
 import express, { type Express } from 'express';
 import type { Dispatcher } from 'undici';
@@ -143,4 +143,13 @@ export function createApp(config: Config, deps: AppDeps): ProxyApp {
       await agent.close();
     },
   };
+}
+
+/** The HTTP server for an app: the same options in production and in tests. */
+export function createProxyServer(app: ProxyApp): Server {
+  // noDelay: each SSE event leaves as it is written, not after Nagle's 40 ms.
+  // keepAliveTimeout above the 60 s of common load balancers, so they close first.
+  const server = createServer({ noDelay: true, keepAliveTimeout: 65_000 }, app.handler);
+  server.on('upgrade', app.onUpgrade);
+  return server;
 }

@@ -1,7 +1,6 @@
 #!/usr/bin/env node
-import { createServer } from 'node:http';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { createApp } from './app.js';
+import { createApp, createProxyServer } from './app.js';
 import { ConfigError, loadConfig, type Config } from './config.js';
 import { KeyStore } from './key.js';
 import { createLogger } from './logger.js';
@@ -23,9 +22,7 @@ const keyStore = new KeyStore(config.key, config.keySource, config.keyFile);
 const logger = createLogger(config.logLevel, () => keyStore.key);
 const app = createApp(config, { logger, keyStore });
 
-// noDelay: each SSE event leaves as it is written, not after Nagle's 40 ms.
-const server = createServer({ noDelay: true, keepAliveTimeout: 65_000 }, app.handler);
-server.on('upgrade', app.onUpgrade);
+const server = createProxyServer(app);
 server.on('error', (err) => {
   process.stderr.write(`api-proxy: cannot listen on ${config.host}:${config.port}: ${err.message}\n`);
   process.exit(1);

@@ -1,0 +1,144 @@
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer, connect } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+/**
+ * A real Squid from Debian on loopback, configured like the product's egress:
+ * CONNECT only to allowlisted domains, names resolved from a hosts file (no DNS),
+ * WebSocket upgrades passed. Each instance has its own -n name, port and pid file.
+ */
+
+export const SQUID_BIN = ['/usr/sbin/squid', '/usr/local/sbin/squid'].find((p) => existsSync(p));
+
+export interface Squid {
+  url: string;
+  port: number;
+  /** Access log lines written so far (Squid logs a tunnel when it closes). */
+  accessLog(): string[];
+  /** CONNECT lines in the access log. */
+  connects(): string[];
+  stop(): Promise<void>;
+  /** Stops and starts again on the same port: pooled tunnels die. */
+  restart(): Promise<void>;
+}
+
+export interface SquidOptions {
+  /** Allowed destination domains (dstdomain syntax). */
+  allow: string[];
+  /** name → address lines for Squid's hosts_file. */
+  hosts: Record<string, string>;
+  port?: number;
+}
+
+export async function freePort(): Promise<number> {
+  const srv = createServer();
+  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
+  const { port } = srv.address() as { port: number };
+  await new Promise<void>((r) => srv.close(() => r()));
+  return port;
+}
+
+/** Resolves once something accepts TCP on host:port; polls a real connect, bounded. */
+export async function waitForPort(port: number, host = '127.0.0.1', timeoutMs = 15_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const ok = await new Promise<boolean>((resolve) => {
+      const s = connect({ port, host }, () => {
+        s.destroy();
+        resolve(true);
+      });
+      s.on('error', () => resolve(false));
+    });
+    if (ok) return;
+    if (Date.now() > deadline) throw new Error(`nothing listened on ${host}:${port} within ${timeoutMs} ms`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+export async function startSquid(opts: SquidOptions): Promise<Squid> {
+  if (!SQUID_BIN) throw new Error('squid is not installed (apt-get install squid)');
+  const dir = mkdtempSync(join(tmpdir(), 'api-proxy-squid-'));
+  // Squid drops to its effective user (proxy) when started as root: it must write here.
+  chmodSync(dir, 0o777);
+  const port = opts.port ?? (await freePort());
+  const name = `apiproxytest${port}`; // -n takes letters and digits only
+  writeFileSync(
+    join(dir, 'hosts'),
+    Object.entries(opts.hosts)
+      .map(([host, ip]) => `${ip} ${host}`)
+      .join('\n') + '\n',
+  );
+  const conf = join(dir, 'squid.conf');
+  writeFileSync(
+    conf,
+    `http_port 127.0.0.1:${port}
+pid_filename ${dir}/squid.pid
+access_log stdio:${dir}/access.log squid
+cache_log ${dir}/cache.log
+cache_store_log none
+coredump_dir ${dir}
+netdb_filename none
+pinger_enable off
+logfile_rotate 0
+cache deny all
+cache_mem 8 MB
+hosts_file ${dir}/hosts
+dns_nameservers 127.0.0.1
+dns_timeout 2 seconds
+visible_hostname api-proxy-test
+via off
+forwarded_for delete
+shutdown_lifetime 0 seconds
+http_upgrade_request_protocols websocket allow all
+acl allowed dstdomain ${opts.allow.join(' ')}
+acl CONNECT method CONNECT
+http_access allow CONNECT allowed
+http_access allow allowed
+http_access deny all
+`,
+  );
+  const check = spawnSync(SQUID_BIN, ['-k', 'parse', '-f', conf, '-n', name], { encoding: 'utf8' });
+  if (check.status !== 0) throw new Error(`squid.conf does not parse:\n${check.stderr}`);
+
+  let child: ChildProcess;
+  const start = async (): Promise<void> => {
+    child = spawn(SQUID_BIN, ['-N', '-f', conf, '-n', name], { stdio: ['ignore', 'ignore', 'pipe'] });
+    let stderr = '';
+    child.stderr?.on('data', (d) => (stderr += d));
+    const exited = new Promise<never>((_, reject) =>
+      child.once('exit', (code) => reject(new Error(`squid exited (${code}) before listening:\n${stderr}`))),
+    );
+    exited.catch(() => undefined);
+    await Promise.race([waitForPort(port), exited]);
+  };
+  const stop = async (): Promise<void> => {
+    if (child.exitCode !== null || child.signalCode !== null) return;
+    const exited = new Promise((r) => child.once('exit', r));
+    child.kill('SIGTERM');
+    const timer = setTimeout(() => child.kill('SIGKILL'), 5000);
+    await exited;
+    clearTimeout(timer);
+  };
+  await start();
+
+  const accessLog = (): string[] => {
+    const file = join(dir, 'access.log');
+    return existsSync(file) ? readFileSync(file, 'utf8').split('\n').filter(Boolean) : [];
+  };
+  return {
+    url: `http://127.0.0.1:${port}`,
+    port,
+    accessLog,
+    connects: () => accessLog().filter((l) => / CONNECT /.test(l)),
+    stop: async () => {
+      await stop();
+      rmSync(dir, { recursive: true, force: true });
+    },
+    restart: async () => {
+      await stop();
+      await start();
+    },
+  };
+}
