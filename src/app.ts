@@ -28,6 +28,8 @@ export interface ProxyApp {
   handler: Express;
   /** The `upgrade` listener: WebSocket tunnels. */
   onUpgrade: (req: IncomingMessage, socket: Duplex, head: Buffer) => void;
+  /** The `connect` listener: this is no open proxy, so CONNECT gets the contract's 400. */
+  onConnect: (req: IncomingMessage, socket: Duplex) => void;
   keyStore: KeyStore;
   metrics: Metrics;
   /** Re-reads the key file (SIGHUP); a bad new key keeps the old one. */
@@ -125,12 +127,21 @@ export function createApp(config: Config, deps: AppDeps): ProxyApp {
   }
   keyStore.watch(noteReload);
 
+  function onConnect(req: IncomingMessage, socket: Duplex): void {
+    socket.on('error', () => socket.destroy());
+    const ex = new Exchange(req, http);
+    const error = new ProxyError('bad_request_target', 'This is not a forward proxy: CONNECT is refused.');
+    rejectUpgrade(socket, error, ex.id);
+    ex.end({ status: error.status, code: error.code });
+  }
+
   const idle = (tracker: ExchangeTracker): Promise<void> =>
     tracker.open === 0 ? Promise.resolve() : new Promise((resolve) => tracker.once('idle', resolve));
 
   return {
     handler: app,
     onUpgrade,
+    onConnect,
     keyStore,
     metrics,
     reloadKey: () => noteReload(keyStore.reload()),
@@ -151,5 +162,6 @@ export function createProxyServer(app: ProxyApp): Server {
   // keepAliveTimeout above the 60 s of common load balancers, so they close first.
   const server = createServer({ noDelay: true, keepAliveTimeout: 65_000 }, app.handler);
   server.on('upgrade', app.onUpgrade);
+  server.on('connect', app.onConnect);
   return server;
 }

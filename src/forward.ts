@@ -110,9 +110,10 @@ class ForwardHandler implements Dispatcher.DispatchHandler {
 
   callerClosed(): void {
     if (this.res.writableFinished || this.ex.ended) return;
+    // End first: abort() reports back through onResponseError, which must not count a 502.
+    this.ex.end({ status: CALLER_CLOSED, upstreamStatus: this.#status || undefined });
     // The caller went away: stop the upstream exchange now, so a cancelled model call stops billing.
     this.#controller?.abort(new Error('caller closed the connection'));
-    this.ex.end({ status: CALLER_CLOSED, upstreamStatus: this.#status || undefined });
   }
 
   onRequestStart(controller: Dispatcher.DispatchController): void {

@@ -73,8 +73,8 @@ class UpgradeHandler implements Dispatcher.DispatchHandler {
   callerClosed(): void {
     this.#upstream?.destroy();
     if (!this.ex.ended && !this.#upstream) {
-      this.#controller?.abort(new Error('caller closed the connection'));
       this.ex.end({ status: CALLER_CLOSED });
+      this.#controller?.abort(new Error('caller closed the connection'));
     }
   }
 

@@ -137,8 +137,12 @@ export async function startFakeUpstream(opts: FakeOptions = {}): Promise<FakeUps
   const sockets = new Set<Socket>();
 
   const server: Server = opts.pki
-    ? createHttpsServer({ key: opts.pki.key, cert: opts.pki.cert }, (req, res) => void handle(req, res))
-    : createHttpServer((req, res) => void handle(req, res));
+    ? createHttpsServer({ key: opts.pki.key, cert: opts.pki.cert }, (req, res) => serve(req, res))
+    : createHttpServer((req, res) => serve(req, res));
+  // A caller (the sidecar) may abort mid-body on purpose: that ends the exchange, not the fake.
+  const serve = (req: IncomingMessage, res: ServerResponse): void => {
+    handle(req, res).catch(() => res.destroy());
+  };
   server.on('connection', (s: Socket) => {
     fake.connections++;
     sockets.add(s);
