@@ -1,18 +1,16 @@
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { createSecureContext } from 'node:tls';
+import { rmSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
 import { createTestPki } from '../../testkit/test-ca.js';
 
-/** One test CA per run; every test process trusts it through NODE_EXTRA_CA_CERTS. */
-export default async function setup(): Promise<() => void> {
-  const dir = mkdtempSync(join(tmpdir(), 'api-proxy-pki-'));
+/**
+ * A fresh test CA per run; every test process trusts it through NODE_EXTRA_CA_CERTS.
+ * It stays in .cache/ (ignored) after the run: processes Vitest starts late read
+ * that variable too, and must find the file.
+ */
+export default async function setup(): Promise<void> {
+  const dir = fileURLToPath(new URL('../../.cache/test-pki', import.meta.url));
+  rmSync(dir, { recursive: true, force: true });
   const pki = await createTestPki(dir);
   process.env.NODE_EXTRA_CA_CERTS = pki.caFile;
   process.env.API_PROXY_TEST_PKI = dir;
-  // This process reads NODE_EXTRA_CA_CERTS at its first TLS context: make that now, not after teardown.
-  createSecureContext();
-  return () => {
-    rmSync(dir, { recursive: true, force: true });
-  };
 }
