@@ -86,7 +86,7 @@ export function createApp(config: Config, deps: AppDeps): ProxyApp {
   app.disable('etag');
   app.use(healthRoutes({ config, keyStore, metrics, isDraining: () => draining, startedAt: Date.now() }));
   app.use((req: IncomingMessage, res: ServerResponse) => {
-    const ex = new Exchange(req, http);
+    const ex = new Exchange(req, http, keyStore.key);
     let path: string;
     try {
       path = admit(ex);
@@ -102,7 +102,7 @@ export function createApp(config: Config, deps: AppDeps): ProxyApp {
 
   function onUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
     socket.on('error', () => socket.destroy()); // before anything async (httpxy #79)
-    const ex = new Exchange(req, websockets);
+    const ex = new Exchange(req, websockets, keyStore.key);
     let path: string;
     try {
       path = admit(ex);
@@ -129,7 +129,7 @@ export function createApp(config: Config, deps: AppDeps): ProxyApp {
 
   function onConnect(req: IncomingMessage, socket: Duplex): void {
     socket.on('error', () => socket.destroy());
-    const ex = new Exchange(req, http);
+    const ex = new Exchange(req, http, keyStore.key);
     const error = new ProxyError('bad_request_target', 'This is not a forward proxy: CONNECT is refused.');
     rejectUpgrade(socket, error, ex.id);
     ex.end({ status: error.status, code: error.code });

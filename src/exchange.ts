@@ -33,9 +33,10 @@ export class Exchange {
   constructor(
     readonly req: IncomingMessage,
     private readonly tracker: ExchangeTracker,
+    key: string,
   ) {
     const given = req.headers[REQUEST_ID_HEADER];
-    this.id = isSaneRequestId(given as string | undefined) ? (given as string) : randomUUID();
+    this.id = isSaneRequestId(given as string | undefined, key) ? (given as string) : randomUUID();
     this.path = req.url ?? '';
     tracker.opened();
   }

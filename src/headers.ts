@@ -28,8 +28,9 @@ export const REQUEST_ID_HEADER = 'x-request-id';
 
 const SANE_REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
 
-export function isSaneRequestId(value: string | undefined): value is string {
-  return value !== undefined && SANE_REQUEST_ID.test(value);
+/** A caller's id we may echo: a plain token, and never one that would echo the key back. */
+export function isSaneRequestId(value: string | undefined, key: string): value is string {
+  return value !== undefined && SANE_REQUEST_ID.test(value) && !value.includes(key);
 }
 
 /** Names listed in `Connection` are hop-by-hop for this message too. */

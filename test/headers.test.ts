@@ -68,5 +68,6 @@ describe('isSaneRequestId', () => {
     ['x'.repeat(129), false],
     ['a\r\nX-Injected: 1', false],
     [undefined, false],
-  ])('%j → %s', (id, ok) => expect(isSaneRequestId(id)).toBe(ok));
+    ['run-sk-real-1', false],
+  ])('%j → %s', (id, ok) => expect(isSaneRequestId(id, KEY)).toBe(ok));
 });
