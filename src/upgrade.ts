@@ -108,17 +108,12 @@ class UpgradeHandler implements Dispatcher.DispatchHandler {
 
     writeHead(socket, status, { ...headers, [REQUEST_ID_HEADER]: ex.id });
     if (this.head.length > 0) upstream.write(this.head);
-    upstream.on('data', (chunk: Buffer) => {
-      ex.bytesOut += chunk.length;
-      if (!socket.write(chunk)) upstream.pause();
-    });
-    socket.on('drain', () => upstream.resume());
-    socket.on('data', (chunk: Buffer) => {
-      ex.bytesIn += chunk.length;
-      if (!upstream.write(chunk)) socket.pause();
-    });
-    upstream.on('drain', () => socket.resume());
-    socket.resume();
+    upstream.on('data', (chunk: Buffer) => (ex.bytesOut += chunk.length));
+    socket.on('data', (chunk: Buffer) => (ex.bytesIn += chunk.length));
+    // pipe() carries backpressure and a half-close (a caller that exits sends FIN;
+    // server sockets allow half-open, so without this the tunnel would stay up).
+    upstream.pipe(socket);
+    socket.pipe(upstream);
   }
 
   // A refused upgrade: read the (small) body whole, as for any upstream error, to redact it.

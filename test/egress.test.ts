@@ -129,6 +129,18 @@ describe('forwarding through Squid to a TLS upstream', () => {
     await once(ws!, 'close');
   });
 
+  it('closes the upstream side when the caller drops its socket without a close frame', async () => {
+    const { ws } = await openWebSocket(`${sidecar.url.replace('http', 'ws')}/v1/responses`, {});
+    await exchangeEvents(ws!, { type: 'response.create', generate: false }, 'response.completed');
+    const upstreamClosed = once(fake, 'websocket-closed');
+    ws!.terminate();
+    await upstreamClosed;
+    const active = async (): Promise<number> => (await sidecar.app.metrics.websocketsActive.get()).values[0]!.value;
+    const deadline = Date.now() + 5000;
+    while ((await active()) !== 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    expect(await active()).toBe(0);
+  });
+
   it('relays a refused upgrade as it came, with the echoed key redacted', async () => {
     const { refused } = await openWebSocket(`${sidecar.url.replace('http', 'ws')}/v1/responses`, { 'x-fake': 'status=401' });
     expect(refused?.status).toBe(401);

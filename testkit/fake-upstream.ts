@@ -178,6 +178,7 @@ export async function startFakeUpstream(opts: FakeOptions = {}): Promise<FakeUps
   }
 
   function serveWebSocket(ws: WebSocket, rec: Received, b: Behaviour): void {
+    ws.on('close', () => fake.emit('websocket-closed'));
     ws.on('message', (data) => {
       const text = data.toString();
       rec.messages.push(text);

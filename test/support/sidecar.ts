@@ -23,19 +23,19 @@ export interface Sidecar {
   close(): Promise<void>;
 }
 
-/** The real app and server on 127.0.0.1:0, configured from `env` as main.ts would be. */
-export async function startSidecar(env: Record<string, string | undefined>): Promise<Sidecar> {
+/** The real app and server on `host`:0, configured from `env` as main.ts would be. */
+export async function startSidecar(env: Record<string, string | undefined>, host = '127.0.0.1'): Promise<Sidecar> {
   const config = loadConfig({ OPENAI_API_KEY: TEST_KEY, LOG_LEVEL: 'info', ...env });
   const logs: string[] = [];
   const keyStore = new KeyStore(config.key, config.keySource, config.keyFile);
   const logger = createLogger(config.logLevel, () => keyStore.key, { write: (s: string) => void logs.push(s) });
   const app = createApp(config, { logger, keyStore });
   const server = createProxyServer(app);
-  server.listen(0, '127.0.0.1');
+  server.listen(0, host);
   await once(server, 'listening');
   const { port } = server.address() as AddressInfo;
   return {
-    url: `http://127.0.0.1:${port}`,
+    url: `http://${host}:${port}`,
     port,
     app,
     config,

@@ -1,0 +1,83 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createAgentNamespace, netnsUnavailable, type AgentNamespace } from '../testkit/netns.js';
+import { agentMessage, CODEX_JS, codexHome } from '../testkit/codex.js';
+import { FAKE_TEXT, startFakeUpstream, type FakeUpstream } from '../testkit/fake-upstream.js';
+import { SQUID_BIN, startSquid, type Squid } from '../testkit/squid.js';
+import { startSidecar, TEST_KEY, testPki, type Sidecar } from './support/sidecar.js';
+
+/**
+ * The real Codex CLI in a network namespace whose only peer is the sidecar:
+ * Codex → sidecar → Squid → TLS fake upstream. Needs root for the namespace;
+ * CI runs as root and sets API_PROXY_REQUIRE_ALL=1 so this can never be skipped there.
+ */
+const why = netnsUnavailable() ?? (SQUID_BIN ? null : 'squid is not installed');
+if (why && process.env.API_PROXY_REQUIRE_ALL === '1') throw new Error(`Codex end-to-end test cannot run: ${why}`);
+
+describe.skipIf(why !== null)(`Codex CLI end to end${why ? ` (skipped: ${why})` : ''}`, () => {
+  let ns: AgentNamespace;
+  let fake: FakeUpstream;
+  let squid: Squid;
+  let sidecar: Sidecar;
+
+  beforeAll(async () => {
+    ns = createAgentNamespace();
+    fake = await startFakeUpstream({ pki: testPki() });
+    squid = await startSquid({ allow: ['.openai.test'], hosts: { 'api.openai.test': '127.0.0.1' } });
+    sidecar = await startSidecar({ UPSTREAM_URL: fake.url, HTTPS_PROXY: squid.url, REQUIRE_EGRESS_PROXY: 'true' }, ns.hostAddress);
+  });
+  afterAll(async () => {
+    await sidecar?.close();
+    await squid?.stop();
+    await fake?.close();
+    ns?.close();
+  });
+
+  const probe = (host: string, port: number) =>
+    ns.run(process.execPath, [
+      '-e',
+      `require('net').connect(${port}, '${host}').on('connect', () => { console.log('open'); process.exit(0) }).on('error', (e) => { console.log(e.code); process.exit(0) })`,
+    ]);
+
+  it('the agent namespace reaches the sidecar and nothing else', async () => {
+    expect((await probe(ns.hostAddress, sidecar.port)).stdout.trim()).toBe('open');
+    expect((await probe('127.0.0.1', fake.port)).stdout.trim()).toBe('ECONNREFUSED');
+    expect((await probe('127.0.0.1', squid.port)).stdout.trim()).toBe('ECONNREFUSED');
+    expect((await probe(ns.hostAddress, fake.port)).stdout.trim()).toBe('ECONNREFUSED');
+    expect((await probe('1.1.1.1', 443)).stdout.trim()).toBe('ENETUNREACH');
+  });
+
+  const runCodex = async (websockets: boolean) => {
+    const home = codexHome(`http://${ns.hostAddress}:${sidecar.port}/v1`, websockets);
+    return ns.run(process.execPath, [CODEX_JS, 'exec', '--skip-git-repo-check', '--ephemeral', '--json', 'say hi'], {
+      env: { PATH: process.env.PATH ?? '', HOME: home, CODEX_HOME: home },
+      timeoutMs: 60_000,
+    });
+  };
+
+  it('completes a turn over HTTP SSE', async () => {
+    fake.received.length = 0;
+    const { code, stdout, stderr } = await runCodex(false);
+    expect(code, stderr).toBe(0);
+    expect(agentMessage(stdout)).toBe(FAKE_TEXT);
+    const turns = fake.received.filter((r) => r.method === 'POST' && r.path === '/v1/responses');
+    expect(turns.length).toBeGreaterThanOrEqual(1);
+    for (const r of turns) {
+      expect(r.headers.authorization).toBe(`Bearer ${TEST_KEY}`);
+      expect(r.headers.originator).toBe('codex_exec');
+      expect(r.headers.accept).toBe('text/event-stream');
+    }
+  });
+
+  it('completes a turn over the Responses WebSocket, without falling back to HTTP', async () => {
+    fake.received.length = 0;
+    const { code, stdout, stderr } = await runCodex(true);
+    expect(code, stderr).toBe(0);
+    expect(agentMessage(stdout)).toBe(FAKE_TEXT);
+    const sockets = fake.received.filter((r) => r.websocket);
+    expect(sockets.length).toBeGreaterThanOrEqual(1);
+    expect(sockets[0]!.headers.authorization).toBe(`Bearer ${TEST_KEY}`);
+    expect(String(sockets[0]!.headers['openai-beta'])).toContain('responses_websockets=');
+    expect(sockets.flatMap((s) => s.messages).some((m) => m.includes('"response.create"'))).toBe(true);
+    expect(fake.received.filter((r) => r.method === 'POST' && r.path === '/v1/responses')).toHaveLength(0);
+  });
+});
