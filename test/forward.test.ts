@@ -57,8 +57,8 @@ describe('every path family is forwarded with the real key and only the real key
     ['POST', '/healthz', '/v1/healthz'],
     ['GET', '/HEALTHZ', '/v1/HEALTHZ'],
   ])('%s %s → %s', async (method, path, upstream) => {
-    const res = await request(sidecar.url)
-      [method.toLowerCase() as 'get']( path)
+    const call = request(sidecar.url)[method.toLowerCase() as 'get'];
+    const res = await call(path)
       .set({ ...CALLER_CREDENTIALS, ...CODEX_HEADERS, 'content-type': 'application/json' })
       .send(method === 'GET' || method === 'DELETE' ? undefined : { model: 'gpt-5.5', input: 'hi' });
     expect(res.status).toBe(200);

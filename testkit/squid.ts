@@ -11,6 +11,7 @@ import { join } from 'node:path';
  */
 
 export const SQUID_BIN = ['/usr/sbin/squid', '/usr/local/sbin/squid'].find((p) => existsSync(p));
+const SETPRIV = ['/usr/bin/setpriv', '/bin/setpriv'].find((p) => existsSync(p));
 
 export interface Squid {
   url: string;
@@ -104,7 +105,10 @@ http_access deny all
 
   let child: ChildProcess;
   const start = async (): Promise<void> => {
-    child = spawn(SQUID_BIN, ['-N', '-f', conf, '-n', name], { stdio: ['ignore', 'ignore', 'pipe'] });
+    // Squid must not outlive a test process that is killed: the kernel signals it when we die.
+    const command = SETPRIV ? [SETPRIV, '--pdeathsig', 'KILL', SQUID_BIN!] : [SQUID_BIN!];
+    child = spawn(command[0]!, [...command.slice(1), '-N', '-f', conf, '-n', name], { stdio: ['ignore', 'ignore', 'pipe'] });
+    process.once('exit', () => child.kill('SIGKILL'));
     let stderr = '';
     child.stderr?.on('data', (d) => (stderr += d));
     const exited = new Promise<never>((_, reject) =>

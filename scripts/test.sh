@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Runs every test from a fresh clone: installs what the tests need (npm
+# packages, Squid, iproute2), then lint, typecheck, build and the test suite.
+# The Codex and namespace tests need root; as root (CI) nothing is skipped.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+as_root() {
+  if [ "$(id -u)" = 0 ]; then "$@"; else sudo -n "$@"; fi
+}
+
+need_apt=()
+[ -x /usr/sbin/squid ] || need_apt+=(squid)
+command -v ip >/dev/null || need_apt+=(iproute2)
+command -v setpriv >/dev/null || need_apt+=(util-linux)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  echo "installing ${need_apt[*]} from Debian"
+  as_root apt-get update -qq
+  # policy-rc.d keeps the package from starting a system Squid on :3128.
+  as_root sh -c 'printf "#!/bin/sh\nexit 101\n" > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d'
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
+  as_root rm -f /usr/sbin/policy-rc.d
+fi
+
+# npm ci when the tree does not match the lock file (a fresh clone has no node_modules).
+if ! npm ls --depth=0 >/dev/null 2>&1; then
+  npm ci --no-audit --no-fund
+fi
+
+status=0
+npm test || status=$?
+# One plain summary line from Vitest's JSON report.
+if [ -f .cache/vitest.json ]; then
+  node -e '
+    const r = JSON.parse(require("fs").readFileSync(".cache/vitest.json", "utf8"));
+    console.log(`tests: ${r.numPassedTests} passed, ${r.numFailedTests} failed, ${r.numPendingTests + r.numTodoTests} skipped`);
+  '
+fi
+exit $status
