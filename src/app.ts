@@ -1,6 +1,5 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
-import express, { type Express } from 'express';
 import type { Dispatcher } from 'undici';
 import { callerAllowed } from './caller-auth.js';
 import type { Config } from './config.js';
@@ -8,7 +7,7 @@ import { ProxyError, sendError } from './errors.js';
 import { Exchange, ExchangeTracker } from './exchange.js';
 import { declaredTooLarge, forward, type ForwardDeps } from './forward.js';
 import { upstreamRequestHeaders } from './headers.js';
-import { healthRoutes } from './health.js';
+import { isReserved, reservedHandler } from './health.js';
 import { KeyStore, type KeyReloadResult } from './key.js';
 import type { Logger } from './logger.js';
 import { createMetrics, routeFamily, type Metrics } from './metrics.js';
@@ -25,7 +24,7 @@ export interface AppDeps {
 
 export interface ProxyApp {
   /** The request listener: reserved paths, then forwarding. */
-  handler: Express;
+  handler: (req: IncomingMessage, res: ServerResponse) => void;
   /** The `upgrade` listener: WebSocket tunnels. */
   onUpgrade: (req: IncomingMessage, socket: Duplex, head: Buffer) => void;
   /** The `connect` listener: this is no open proxy, so CONNECT gets the contract's 400. */
@@ -81,11 +80,13 @@ export function createApp(config: Config, deps: AppDeps): ProxyApp {
     return path;
   }
 
-  const app = express();
-  app.disable('x-powered-by');
-  app.disable('etag');
-  app.use(healthRoutes({ config, keyStore, metrics, isDraining: () => draining, startedAt: Date.now() }));
-  app.use((req: IncomingMessage, res: ServerResponse) => {
+  const reserved = reservedHandler({ config, keyStore, metrics, isDraining: () => draining, startedAt: Date.now() });
+
+  function handler(req: IncomingMessage, res: ServerResponse): void {
+    if (isReserved(req)) {
+      reserved(req, res);
+      return;
+    }
     const ex = new Exchange(req, http, keyStore.key);
     let path: string;
     try {
@@ -98,7 +99,7 @@ export function createApp(config: Config, deps: AppDeps): ProxyApp {
       return;
     }
     forward(upstream, ex, res, path, upstreamRequestHeaders(req.rawHeaders, keyStore.key, ex.id));
-  });
+  }
 
   function onUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
     socket.on('error', () => socket.destroy()); // before anything async (httpxy #79)
@@ -123,6 +124,7 @@ export function createApp(config: Config, deps: AppDeps): ProxyApp {
       metrics.keyReloads.inc({ result: 'success' });
       logger.info({ keyFingerprint: keyStore.fingerprint }, 'key reloaded');
     }
+    logger.flush();
     return result;
   }
   keyStore.watch(noteReload);
@@ -139,7 +141,7 @@ export function createApp(config: Config, deps: AppDeps): ProxyApp {
     tracker.open === 0 ? Promise.resolve() : new Promise((resolve) => tracker.once('idle', resolve));
 
   return {
-    handler: app,
+    handler,
     onUpgrade,
     onConnect,
     keyStore,

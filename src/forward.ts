@@ -37,8 +37,7 @@ export function forward(deps: ForwardDeps, ex: Exchange, res: ServerResponse, up
       path: upstreamPath,
       method: req.method as Dispatcher.HttpMethod,
       headers,
-      // undici writes any async iterable (client-h1 writeIterable); its DispatchOptions type lags.
-      body: hasBody(req.headers) ? (countedBody(req, ex, deps.maxBodyBytes) as unknown as Readable) : null,
+      body: requestBody(req, ex, deps.maxBodyBytes),
     },
     handler,
   );
@@ -50,8 +49,21 @@ export function declaredTooLarge(headers: IncomingHttpHeaders, max: number): boo
   return length !== undefined && Number(length) > max;
 }
 
-function hasBody(headers: IncomingHttpHeaders): boolean {
-  return headers['transfer-encoding'] !== undefined || (headers['content-length'] ?? '0') !== '0';
+/**
+ * The body to send upstream. With a content-length (already checked against the
+ * limit), Node's parser stops at that length: the request itself is the body,
+ * undici's fast path. A chunked body has no declared size, so it is counted as it
+ * streams and cut at the limit.
+ */
+function requestBody(req: IncomingMessage, ex: Exchange, max: number): Readable | null {
+  if (req.headers['transfer-encoding'] !== undefined) {
+    // undici writes any async iterable (client-h1 writeIterable); its DispatchOptions type lags.
+    return countedBody(req, ex, max) as unknown as Readable;
+  }
+  const length = Number(req.headers['content-length'] ?? 0);
+  if (length === 0) return null;
+  ex.bytesIn = length;
+  return req;
 }
 
 /** Streams the caller's body, counting it, so the limit holds without buffering. */
@@ -101,6 +113,8 @@ class ForwardHandler implements Dispatcher.DispatchHandler {
   /** Set when the answer is an upstream error whose body we read and redact. */
   #errorChunks: Buffer[] | undefined;
   #errorBytes = 0;
+  /** Body bytes still due by content-length; the last chunk goes out with end(). */
+  #remaining = -1;
 
   constructor(
     private readonly deps: ForwardDeps,
@@ -130,9 +144,12 @@ class ForwardHandler implements Dispatcher.DispatchHandler {
       this.#errorChunks = [];
       return;
     }
+    const length = headers['content-length'];
+    this.#remaining = length === undefined ? -1 : Number(length);
     this.res.writeHead(status, downstreamResponseHeaders(headers, this.ex.id));
-    // Event streams go out as they come: flush the head now, not with the first event.
-    this.res.flushHeaders();
+    // An event stream's head goes out now, not with its first event; other heads
+    // ride with the first body chunk (one packet, one syscall).
+    if (isEventStream(headers)) this.res.flushHeaders();
   }
 
   onResponseData(controller: Dispatcher.DispatchController, chunk: Buffer): void {
@@ -146,6 +163,11 @@ class ForwardHandler implements Dispatcher.DispatchHandler {
       return;
     }
     this.ex.bytesOut += chunk.length;
+    if (this.#remaining > 0 && (this.#remaining -= chunk.length) <= 0) {
+      // The whole body in hand: head, body and end leave in one write.
+      this.res.end(chunk);
+      return;
+    }
     if (!this.res.write(chunk)) {
       controller.pause();
       this.res.once('drain', () => controller.resume());
@@ -154,7 +176,7 @@ class ForwardHandler implements Dispatcher.DispatchHandler {
 
   onResponseEnd(): void {
     if (this.#errorChunks) this.#sendRedactedError(Buffer.concat(this.#errorChunks));
-    else this.res.end();
+    else if (!this.res.writableEnded) this.res.end();
     this.ex.end({ status: this.#status, upstreamStatus: this.#status });
   }
 

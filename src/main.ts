@@ -41,6 +41,7 @@ server.listen(config.port, config.host, () => {
     },
     'listening',
   );
+  logger.flush(); // lifecycle lines go out at once; per-exchange lines are batched
 });
 
 let stopping = false;
@@ -48,6 +49,7 @@ async function shutdown(signal: string): Promise<void> {
   if (stopping) return;
   stopping = true;
   logger.info({ signal, graceMs: config.shutdownGraceMs }, 'draining');
+  logger.flush();
   const drained = app.drain();
   server.close();
   const finished = await Promise.race([drained.then(() => true), sleep(config.shutdownGraceMs).then(() => false)]);
