@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test from a fresh clone: installs what the tests need (npm
-# packages, Squid, iproute2), then lint, typecheck, build and the test suite.
+# packages, Squid, iproute2, nginx for the benchmark baseline), then lint,
+# typecheck, build, the test suite and the benchmark's quick smoke run.
 # The Codex and namespace tests need root; as root (CI) nothing is skipped.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,6 +14,7 @@ need_apt=()
 [ -x /usr/sbin/squid ] || need_apt+=(squid)
 command -v ip >/dev/null || need_apt+=(iproute2)
 command -v setpriv >/dev/null || need_apt+=(util-linux)
+[ -x /usr/sbin/nginx ] || need_apt+=(nginx-light)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "installing ${need_apt[*]} from Debian"
   as_root apt-get update -qq
@@ -29,6 +31,10 @@ fi
 
 status=0
 npm test || status=$?
+# The benchmark's smoke run: every scenario once, briefly; no thresholds asserted.
+if [ $status = 0 ] && [ "${API_PROXY_BENCH:-1}" = 1 ]; then
+  node dist/bench/run.js --quick > /dev/null || status=$?
+fi
 # One plain summary line from Vitest's JSON report.
 if [ -f .cache/vitest.json ]; then
   node -e '

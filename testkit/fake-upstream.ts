@@ -17,6 +17,8 @@ import type { TestPki } from './test-ca.js';
  *   events=N           stream N text deltas (default 3)
  *   interval=MS        between stream events (default 0)
  *   reset=N            destroy the socket after N stream events
+ *   hold               send the first stream event, then wait for release()
+ *   bigheader=N        add a response header of N bytes
  *   bytes=N            GET /v1/fake/bytes: N bytes of body
  */
 
@@ -39,9 +41,14 @@ export interface FakeUpstream extends EventEmitter {
   received: Received[];
   /** TCP connections and TLS handshakes accepted so far: tunnels, seen from this end. */
   connections: number;
+  /** Connections open now, and the most open at once (reset it to measure a run). */
+  openConnections: number;
+  maxOpenConnections: number;
   tlsHandshakes: number;
   /** Streams whose caller (the sidecar) went away before the end. */
   streamsCancelled: number;
+  /** Lets every stream waiting under `hold` go on. */
+  release(): void;
   close(): Promise<void>;
 }
 
@@ -132,21 +139,38 @@ export async function startFakeUpstream(opts: FakeOptions = {}): Promise<FakeUps
   const fake = new EventEmitter() as FakeUpstream;
   fake.received = [];
   fake.connections = 0;
+  fake.openConnections = 0;
+  fake.maxOpenConnections = 0;
   fake.tlsHandshakes = 0;
   fake.streamsCancelled = 0;
   const sockets = new Set<Socket>();
+  // A plain deferred: Promise.withResolvers needs Node 22.
+  let releaseHeld = (): void => undefined;
+  const hold = (): Promise<void> => new Promise<void>((resolve) => (releaseHeld = resolve));
+  let held = hold();
+  fake.release = () => {
+    releaseHeld();
+    held = hold();
+  };
 
   const server: Server = opts.pki
     ? createHttpsServer({ key: opts.pki.key, cert: opts.pki.cert }, (req, res) => serve(req, res))
     : createHttpServer((req, res) => serve(req, res));
   // A caller (the sidecar) may abort mid-body on purpose: that ends the exchange, not the fake.
   const serve = (req: IncomingMessage, res: ServerResponse): void => {
-    handle(req, res).catch(() => res.destroy());
+    handle(req, res).catch(() => {
+      fake.emit('request-aborted');
+      res.destroy();
+    });
   };
   server.on('connection', (s: Socket) => {
     fake.connections++;
+    fake.maxOpenConnections = Math.max(fake.maxOpenConnections, ++fake.openConnections);
     sockets.add(s);
-    s.on('close', () => sockets.delete(s));
+    s.on('close', () => {
+      fake.openConnections--;
+      sockets.delete(s);
+    });
   });
   server.on('secureConnection', () => fake.tlsHandshakes++);
 
@@ -232,16 +256,18 @@ export async function startFakeUpstream(opts: FakeOptions = {}): Promise<FakeUps
       }
     }
     const model = String(json.model ?? 'gpt-5.5');
+    const rid = String(req.headers['x-request-id'] ?? '');
+    if (b.bigheader) res.setHeader('x-fake-big', 'b'.repeat(Number(b.bigheader)));
 
     if (req.method === 'POST' && path === '/v1/responses') {
       const events = responseEvents(model, deltasFor(b));
-      if (json.stream) return stream(res, b, events.map((e) => `event: ${(e as { type: string }).type}\ndata: ${JSON.stringify(e)}\n\n`));
+      if (json.stream) return stream(res, b, events.map((e) => `event: ${(e as { type: string }).type}\ndata: ${JSON.stringify(e)}\n\n`), rid);
       const done = events[events.length - 1] as { response: object };
       return sendJson(res, done.response);
     }
     if (req.method === 'POST' && path === '/v1/chat/completions') {
       const deltas = deltasFor(b);
-      if (json.stream) return stream(res, b, [...chatChunks(model, deltas).map((c) => `data: ${JSON.stringify(c)}\n\n`), 'data: [DONE]\n\n']);
+      if (json.stream) return stream(res, b, [...chatChunks(model, deltas).map((c) => `data: ${JSON.stringify(c)}\n\n`), 'data: [DONE]\n\n'], rid);
       return sendJson(res, {
         id: nextId('chatcmpl'),
         object: 'chat.completion',
@@ -281,7 +307,7 @@ export async function startFakeUpstream(opts: FakeOptions = {}): Promise<FakeUps
     sendJson(res, { method: req.method, path: req.url, bytes: body.length });
   }
 
-  async function stream(res: ServerResponse, b: Behaviour, frames: string[]): Promise<void> {
+  async function stream(res: ServerResponse, b: Behaviour, frames: string[], rid: string): Promise<void> {
     const interval = Number(b.interval ?? 0);
     const resetAfter = b.reset === undefined ? Infinity : Number(b.reset);
     res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', 'x-request-id': 'req_upstream' });
@@ -299,8 +325,10 @@ export async function startFakeUpstream(opts: FakeOptions = {}): Promise<FakeUps
         res.socket?.destroy();
         return;
       }
-      // Each frame carries its send time, so callers can measure per-event delay.
-      res.write(frames[i]!.replace(/^data: \{/m, `data: {"sent_at":${Date.now()},`));
+      // Each frame carries its send time (epoch ms, sub-ms), so callers can measure per-event
+      // delay, and the request id it answers, so callers can tell their stream from another's.
+      res.write(frames[i]!.replace(/^data: \{/m, `data: {"sent_at":${performance.timeOrigin + performance.now()},"rid":${JSON.stringify(rid)},`));
+      if (i === 0 && b.hold) await held;
       if (interval > 0 && i < frames.length - 1) await sleep(interval);
     }
     res.end();
