@@ -31,6 +31,9 @@ export function forward(deps: ForwardDeps, ex: Exchange, res: ServerResponse, up
   const req = ex.req;
   const handler = new ForwardHandler(deps, ex, res);
   res.on('close', () => handler.callerClosed());
+  // The caller's side of "no byte either way": a body that stops arriving, say.
+  // undici's own timeouts cover the upstream side. Node resets this after the response.
+  res.setTimeout(deps.idleTimeoutMs, () => handler.idle(deps.idleTimeoutMs));
   deps.agent.dispatch(
     {
       origin: deps.upstreamUrl,
@@ -130,6 +133,13 @@ class ForwardHandler implements Dispatcher.DispatchHandler {
     this.#controller?.abort(new Error('caller closed the connection'));
   }
 
+  idle(ms: number): void {
+    if (this.ex.ended) return;
+    const err = new ProxyError('upstream_timeout', `No byte moved either way for ${ms} ms.`);
+    if (this.#controller) this.#controller.abort(err);
+    else this.onResponseError(undefined, err);
+  }
+
   onRequestStart(controller: Dispatcher.DispatchController): void {
     this.#controller = controller;
     if (this.ex.ended) controller.abort(new Error('caller closed the connection'));
@@ -180,11 +190,11 @@ class ForwardHandler implements Dispatcher.DispatchHandler {
     this.ex.end({ status: this.#status, upstreamStatus: this.#status });
   }
 
-  onResponseError(_c: Dispatcher.DispatchController, err: Error): void {
+  onResponseError(_c: Dispatcher.DispatchController | undefined, err: Error): void {
     if (this.ex.ended) return;
     const error = toProxyError(err);
     // A body over the limit means the caller is still sending: close rather than read the rest.
-    sendError(this.res, error, this.ex.id, error.code === 'body_too_large');
+    sendError(this.res, error, this.ex.id, error.code === 'body_too_large' || error.code === 'upstream_timeout');
     this.ex.end({ status: error.status, code: error.code, upstreamStatus: this.#status || undefined, cause: err });
   }
 

@@ -8,6 +8,7 @@ import { freePort, SQUID_BIN, startSquid, type Squid } from '../testkit/squid.js
 import { startSidecar, TEST_KEY, testPki, type Sidecar } from './support/sidecar.js';
 import { sseData, timedRequest } from './support/net.js';
 import { exchangeEvents, openWebSocket } from './support/ws.js';
+import { until } from './support/wait.js';
 
 // Squid is part of the product's real path; scripts/test.sh installs it. Without it this file cannot say anything.
 if (!SQUID_BIN) throw new Error('squid is not installed: run scripts/test.sh, or apt-get install squid');
@@ -15,16 +16,6 @@ if (!SQUID_BIN) throw new Error('squid is not installed: run scripts/test.sh, or
 let fake: FakeUpstream;
 let squid: Squid;
 let sidecar: Sidecar;
-
-/** Polls a real condition (Squid writes a tunnel's log line when it closes), bounded. */
-async function eventually<T>(read: () => T, ok: (v: T) => boolean, timeoutMs = 5000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = read();
-    if (ok(v) || Date.now() > deadline) return v;
-    await new Promise((r) => setTimeout(r, 25));
-  }
-}
 
 beforeAll(async () => {
   fake = await startFakeUpstream({ pki: testPki() });
@@ -48,7 +39,7 @@ describe('the kept-alive tunnel pool', () => {
     expect(fake.tlsHandshakes - before.tls).toBe(1);
     expect(fake.connections - before.tcp).toBe(1);
     await side.close();
-    const connects = await eventually(() => squid.connects().length - before.connects, (n) => n >= 1);
+    const connects = await until(() => squid.connects().length - before.connects, (n) => n >= 1);
     expect(connects).toBe(1);
   });
 
@@ -136,9 +127,7 @@ describe('forwarding through Squid to a TLS upstream', () => {
     ws!.terminate();
     await upstreamClosed;
     const active = async (): Promise<number> => (await sidecar.app.metrics.websocketsActive.get()).values[0]!.value;
-    const deadline = Date.now() + 5000;
-    while ((await active()) !== 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
-    expect(await active()).toBe(0);
+    expect(await until(active, (n) => n === 0)).toBe(0);
   });
 
   it('relays a refused upgrade as it came, with the echoed key redacted', async () => {
@@ -162,7 +151,7 @@ describe('egress errors', () => {
       const res = await request(side.url).get('/v1/models');
       expect(res.status).toBe(502);
       expect(res.body.error).toMatchObject({ type: 'proxy_error', code: 'egress_denied' });
-      const denied = await eventually(() => squid.accessLog().filter((l) => l.includes('TCP_DENIED/403') && l.includes('denied.test')), (l) => l.length > 0);
+      const denied = await until(() => squid.accessLog().filter((l) => l.includes('TCP_DENIED/403') && l.includes('denied.test')), (l) => l.length > 0);
       expect(denied.length).toBeGreaterThan(0);
     } finally {
       await side.close();

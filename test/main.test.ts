@@ -7,6 +7,7 @@ import { startFakeUpstream, type FakeUpstream } from '../testkit/fake-upstream.j
 import { freePort } from '../testkit/squid.js';
 import { timedRequest } from './support/net.js';
 import { spawnMain } from './support/process.js';
+import { until } from './support/wait.js';
 
 const KEY = 'sk-proj-MainTestKey0123456789abcdefWXYZ';
 let fake: FakeUpstream;
@@ -124,9 +125,7 @@ describe('key file rotation', () => {
     const rejections = (): number => p.stdout().split('\n').filter((l) => l.includes('new key rejected')).length;
     const before = rejections();
     p.child.kill('SIGHUP');
-    const deadline = Date.now() + 5000;
-    while (rejections() === before && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
-    expect(rejections()).toBeGreaterThan(before);
+    expect(await until(rejections, (n) => n > before)).toBeGreaterThan(before);
     expect(await sentKey()).toBe(`Bearer ${NEW}`);
 
     const metrics = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();

@@ -6,8 +6,12 @@ import { KeyStore } from '../../src/key.js';
 import { createLogger } from '../../src/logger.js';
 import { loadTestPki, type TestPki } from '../../testkit/test-ca.js';
 
-/** A key shaped like a real project key, so masks and fragments look like OpenAI's. */
-export const TEST_KEY = 'sk-proj-TESTkey0123456789abcdefghijklmnopqrstuvwxyzABCD';
+/**
+ * A key shaped like a real project key, so masks and fragments look like OpenAI's.
+ * Random-looking on purpose: leak sweeps search for every 6-character fragment,
+ * which runs like "123456" or "abcdef" would find in timestamps and UUIDs.
+ */
+export const TEST_KEY = 'sk-proj-Q7vXmLkRtZwHsJdNfGpYcBqWeUaToKiMxPzVnLbCr';
 
 export function testPki(): TestPki {
   return loadTestPki(process.env.API_PROXY_TEST_PKI!);

@@ -1,0 +1,16 @@
+import { readdirSync } from 'node:fs';
+
+/** Polls a real condition until it holds or `timeoutMs` passes; returns the last value read. */
+export async function until<T>(read: () => T | Promise<T>, ok: (v: T) => boolean, timeoutMs = 5000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await read();
+    if (ok(v) || Date.now() > deadline) return v;
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+/** Open file descriptors of a process (this one by default): sockets included. */
+export function openFds(pid: number | 'self' = 'self'): number {
+  return readdirSync(`/proc/${pid}/fd`).length;
+}
