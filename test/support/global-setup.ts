@@ -1,16 +1,42 @@
-import { rmSync } from 'node:fs';
+import { readdirSync, readFileSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createTestPki } from '../../testkit/test-ca.js';
+import { CAPTURE_DIR, TEST_KEY } from './sidecar.js';
 
 /**
  * A fresh test CA per run; every test process trusts it through NODE_EXTRA_CA_CERTS.
  * It stays in .cache/ (ignored) after the run: processes Vitest starts late read
  * that variable too, and must find the file.
+ *
+ * After the run, everything every in-process sidecar logged (at trace) and sent to
+ * callers is searched for the key and every 6-character fragment of it.
  */
-export default async function setup(): Promise<void> {
+export default async function setup(): Promise<() => void> {
   const dir = fileURLToPath(new URL('../../.cache/test-pki', import.meta.url));
   rmSync(dir, { recursive: true, force: true });
+  rmSync(CAPTURE_DIR, { recursive: true, force: true });
   const pki = await createTestPki(dir);
   process.env.NODE_EXTRA_CA_CERTS = pki.caFile;
   process.env.API_PROXY_TEST_PKI = dir;
+  return () => sweepForKey();
+}
+
+function sweepForKey(): void {
+  let files: string[];
+  try {
+    files = readdirSync(CAPTURE_DIR).map((f) => join(CAPTURE_DIR, f));
+  } catch {
+    return; // no sidecar ran (a filtered run)
+  }
+  const text = files.map((f) => readFileSync(f, 'utf8')).join('\n');
+  const secret = TEST_KEY.slice('sk-proj-'.length);
+  const hits: string[] = [];
+  if (text.includes(TEST_KEY)) hits.push('the whole key');
+  for (let i = 0; i + 6 <= secret.length; i++) {
+    const fragment = secret.slice(i, i + 6);
+    if (text.includes(fragment)) hits.push(fragment);
+  }
+  console.log(`key sweep: ${(text.length / 1e6).toFixed(1)} MB from ${files.length} test processes searched, ${hits.length} hits`);
+  if (hits.length > 0) throw new Error(`the key leaked into logs or responses: ${hits.join(', ')} (see ${CAPTURE_DIR})`);
 }

@@ -1,5 +1,8 @@
 import { once } from 'node:events';
-import type { AddressInfo } from 'node:net';
+import { appendFileSync, mkdirSync } from 'node:fs';
+import type { AddressInfo, Socket } from 'node:net';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { createApp, createProxyServer, type ProxyApp } from '../../src/app.js';
 import { loadConfig, type Config } from '../../src/config.js';
 import { KeyStore } from '../../src/key.js';
@@ -27,14 +30,42 @@ export interface Sidecar {
   close(): Promise<void>;
 }
 
-/** The real app and server on `host`:0, configured from `env` as main.ts would be. */
+/** Where every sidecar of the run leaves what it logged and sent; global-setup.ts sweeps it for the key. */
+export const CAPTURE_DIR = fileURLToPath(new URL('../../.cache/capture/', import.meta.url));
+
+/** Records every byte a server socket sends (head, body, WebSocket frames), below the write APIs. */
+interface WritableInternals {
+  _write(chunk: unknown, encoding: BufferEncoding, callback: (err?: Error | null) => void): void;
+  _writev(chunks: { chunk: unknown }[], callback: (err?: Error | null) => void): void;
+}
+
+function tap(socket: Socket, sent: string[]): void {
+  const s = socket as unknown as WritableInternals;
+  const write = s._write.bind(s);
+  const writev = s._writev.bind(s);
+  s._write = (chunk, encoding, callback) => {
+    sent.push(String(chunk));
+    write(chunk, encoding, callback);
+  };
+  s._writev = (chunks, callback) => {
+    for (const c of chunks) sent.push(String(c.chunk));
+    writev(chunks, callback);
+  };
+}
+
+/**
+ * The real app and server on `host`:0, configured from `env` as main.ts would be.
+ * Logs at trace unless told otherwise, so the whole suite doubles as a leak sweep.
+ */
 export async function startSidecar(env: Record<string, string | undefined>, host = '127.0.0.1'): Promise<Sidecar> {
-  const config = loadConfig({ OPENAI_API_KEY: TEST_KEY, LOG_LEVEL: 'info', ...env });
+  const config = loadConfig({ OPENAI_API_KEY: TEST_KEY, LOG_LEVEL: 'trace', ...env });
   const logs: string[] = [];
   const keyStore = new KeyStore(config.key, config.keySource, config.keyFile);
   const logger = createLogger(config.logLevel, () => keyStore.key, { write: (s: string) => void logs.push(s) });
   const app = createApp(config, { logger, keyStore });
   const server = createProxyServer(app);
+  const sent: string[] = [];
+  server.on('connection', (socket: Socket) => tap(socket, sent));
   server.listen(0, host);
   await once(server, 'listening');
   const { port } = server.address() as AddressInfo;
@@ -48,6 +79,8 @@ export async function startSidecar(env: Record<string, string | undefined>, host
       server.closeAllConnections();
       await new Promise((r) => server.close(r));
       await app.close();
+      mkdirSync(CAPTURE_DIR, { recursive: true });
+      appendFileSync(join(CAPTURE_DIR, `${process.pid}.txt`), [...logs, ...sent].join('\n'));
     },
   };
 }
