@@ -86,7 +86,8 @@ interface Contender {
   start(): Promise<Running>;
 }
 
-async function startProcess(command: string, args: string[], env: Record<string, string>, port: number): Promise<Running> {
+/** `stopSignal`: SIGKILL for Node processes; nginx needs SIGTERM, or its workers outlive a killed master. */
+async function startProcess(command: string, args: string[], env: Record<string, string>, port: number, stopSignal: NodeJS.Signals = 'SIGKILL'): Promise<Running> {
   const child: ChildProcess = spawn(command, args, { env: { PATH: process.env.PATH ?? '', ...env }, stdio: ['ignore', 'ignore', 'inherit'] });
   await waitForPort(port);
   return {
@@ -94,7 +95,7 @@ async function startProcess(command: string, args: string[], env: Record<string,
     pid: child.pid,
     stop: async () => {
       if (child.exitCode !== null || child.signalCode !== null) return;
-      child.kill('SIGKILL');
+      child.kill(stopSignal);
       await once(child, 'exit');
     },
   };
@@ -164,7 +165,7 @@ http {
   }
 }
 `);
-    return startProcess('/usr/sbin/nginx', ['-c', join(dir, 'nginx.conf'), '-e', join(dir, 'error.log')], {}, port);
+    return startProcess('/usr/sbin/nginx', ['-c', join(dir, 'nginx.conf'), '-e', join(dir, 'error.log')], {}, port, 'SIGTERM');
   },
 });
 
