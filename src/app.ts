@@ -1,6 +1,5 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
-import type { Dispatcher } from 'undici';
 import { callerAllowed } from './caller-auth.js';
 import type { Config } from './config.js';
 import { ProxyError, sendError } from './errors.js';
@@ -8,7 +7,7 @@ import { Exchange, ExchangeTracker } from './exchange.js';
 import { declaredTooLarge, forward, type ForwardDeps } from './forward.js';
 import { upstreamRequestHeaders } from './headers.js';
 import { isReserved, reservedHandler } from './health.js';
-import { KeyStore, type KeyReloadResult } from './key.js';
+import type { KeyReloadResult, KeyStore } from './key.js';
 import type { Logger } from './logger.js';
 import { createMetrics, routeFamily, type Metrics } from './metrics.js';
 import { upstreamPath } from './target.js';
@@ -17,9 +16,8 @@ import { rejectUpgrade, tunnelUpgrade } from './upgrade.js';
 
 export interface AppDeps {
   logger: Logger;
-  /** Defaults to one built from the config (the egress tunnel pool). */
-  agent?: Dispatcher;
-  keyStore?: KeyStore;
+  /** Made by the caller, whose logger guards against the live key. */
+  keyStore: KeyStore;
 }
 
 export interface ProxyApp {
@@ -43,10 +41,9 @@ export interface ProxyApp {
  * belong to main.ts, so tests build as many apps as they like.
  */
 export function createApp(config: Config, deps: AppDeps): ProxyApp {
-  const { logger } = deps;
+  const { logger, keyStore } = deps;
   const metrics = createMetrics();
-  const keyStore = deps.keyStore ?? new KeyStore(config.key, config.keySource, config.keyFile);
-  const agent = deps.agent ?? createUpstreamAgent(config);
+  const agent = createUpstreamAgent(config);
   const http = new ExchangeTracker(metrics, logger, 'http');
   const websockets = new ExchangeTracker(metrics, logger, 'websocket');
   let draining = false;

@@ -9,7 +9,7 @@ import type { Metrics } from './metrics.js';
 import { cleanErrorBody } from './redact.js';
 
 // Error bodies are read whole to redact the key; OpenAI's are under 1 KiB.
-const MAX_ERROR_BODY = 1 << 20;
+export const MAX_ERROR_BODY = 1 << 20;
 
 /** What both the HTTP and the WebSocket paths need to reach the upstream. */
 export interface UpstreamDeps {
@@ -65,7 +65,7 @@ function requestBody(req: IncomingMessage, ex: Exchange, max: number): Readable 
   }
   const length = Number(req.headers['content-length'] ?? 0);
   if (length === 0) return null;
-  ex.bytesIn = length;
+  ex.bytesIn = length; // as declared: the parser delivers exactly this, or the exchange fails
   return req;
 }
 

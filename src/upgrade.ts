@@ -1,9 +1,9 @@
 import { STATUS_CODES, type IncomingHttpHeaders } from 'node:http';
 import type { Duplex } from 'node:stream';
 import type { Dispatcher } from 'undici';
-import { errorBody, type ProxyError, toProxyError } from './errors.js';
+import { errorBody, ProxyError, toProxyError } from './errors.js';
 import { CALLER_CLOSED, type Exchange } from './exchange.js';
-import { noteUpstreamStatus, redactedError, type UpstreamDeps } from './forward.js';
+import { MAX_ERROR_BODY, noteUpstreamStatus, redactedError, type UpstreamDeps } from './forward.js';
 import { REQUEST_ID_HEADER } from './headers.js';
 
 /** An HTTP/1.1 response written straight to a socket that Node handed us for an upgrade. */
@@ -61,6 +61,7 @@ class UpgradeHandler implements Dispatcher.DispatchHandler {
   #status = 0;
   #headers: IncomingHttpHeaders = {};
   #refusal: Buffer[] = [];
+  #refusalBytes = 0;
   #upstream: Duplex | undefined;
 
   constructor(
@@ -123,7 +124,12 @@ class UpgradeHandler implements Dispatcher.DispatchHandler {
     noteUpstreamStatus(this.deps, this.ex, status);
   }
 
-  onResponseData(_c: Dispatcher.DispatchController, chunk: Buffer): void {
+  onResponseData(controller: Dispatcher.DispatchController, chunk: Buffer): void {
+    this.#refusalBytes += chunk.length;
+    if (this.#refusalBytes > MAX_ERROR_BODY) {
+      controller.abort(new ProxyError('upstream_unreachable', 'The upstream refusal was too large to relay.'));
+      return;
+    }
     this.#refusal.push(chunk);
   }
 

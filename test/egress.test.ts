@@ -18,7 +18,8 @@ let squid: Squid;
 let sidecar: Sidecar;
 
 beforeAll(async () => {
-  fake = await startFakeUpstream({ pki: testPki() });
+  // Long-lived idle connections, as OpenAI keeps them: pool reuse must not hinge on a 5 s timer under load.
+  fake = await startFakeUpstream({ pki: testPki(), keepAliveTimeoutMs: 60_000 });
   squid = await startSquid({ allow: ['.openai.test'], hosts: { 'api.openai.test': '127.0.0.1', 'denied.test': '127.0.0.1' } });
   sidecar = await startSidecar({ UPSTREAM_URL: fake.url, HTTPS_PROXY: squid.url, REQUIRE_EGRESS_PROXY: 'true' });
 });

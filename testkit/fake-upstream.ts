@@ -57,6 +57,8 @@ export interface FakeOptions {
   /** Host name in `url` (default api.openai.test with TLS, 127.0.0.1 without). */
   hostname?: string;
   listenHost?: string;
+  /** How long idle connections are kept (Node's default is 5 s; OpenAI's is longer). */
+  keepAliveTimeoutMs?: number;
 }
 
 type Behaviour = Record<string, string>;
@@ -173,6 +175,7 @@ export async function startFakeUpstream(opts: FakeOptions = {}): Promise<FakeUps
     });
   });
   server.on('secureConnection', () => fake.tlsHandshakes++);
+  if (opts.keepAliveTimeoutMs) server.keepAliveTimeout = opts.keepAliveTimeoutMs;
 
   const wss = new WebSocketServer({ noServer: true, perMessageDeflate: true });
   server.on('upgrade', (req: IncomingMessage, socket: Socket, head: Buffer) => {
