@@ -157,9 +157,9 @@ class ForwardHandler implements Dispatcher.DispatchHandler {
     const length = headers['content-length'];
     this.#remaining = length === undefined ? -1 : Number(length);
     this.res.writeHead(status, downstreamResponseHeaders(headers, this.ex.id));
-    // An event stream's head goes out now, not with its first event; other heads
-    // ride with the first body chunk (one packet, one syscall).
-    if (isEventStream(headers)) this.res.flushHeaders();
+    // An event stream's head must not wait for its first event; but when that event
+    // came in the same read (the usual case) the head rides with it, one write not two.
+    if (isEventStream(headers)) setImmediate(() => this.res.headersSent || this.res.flushHeaders());
   }
 
   onResponseData(controller: Dispatcher.DispatchController, chunk: Buffer): void {
