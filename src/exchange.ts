@@ -1,8 +1,7 @@
-import { randomUUID } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
 import { EventEmitter } from 'node:events';
 import type { ErrorCode } from './errors.js';
-import { isSaneRequestId, REQUEST_ID_HEADER } from './headers.js';
+import { requestIdFor } from './headers.js';
 import type { Logger } from './logger.js';
 import type { Metrics } from './metrics.js';
 
@@ -35,8 +34,7 @@ export class Exchange {
     private readonly tracker: ExchangeTracker,
     key: string,
   ) {
-    const given = req.headers[REQUEST_ID_HEADER];
-    this.id = isSaneRequestId(given as string | undefined, key) ? (given as string) : randomUUID();
+    this.id = requestIdFor(req.headers, key);
     this.path = req.url ?? '';
     tracker.opened();
   }

@@ -1,3 +1,5 @@
+import { randomUUID } from 'node:crypto';
+import type { IncomingHttpHeaders } from 'node:http';
 /**
  * The header policy: data plus pure functions, tested without sockets.
  * Upstream gets every caller header except credentials, forwarding hints and
@@ -31,6 +33,12 @@ const SANE_REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
 /** A caller's id we may echo: a plain token, and never one that would echo the key back. */
 export function isSaneRequestId(value: string | undefined, key: string): value is string {
   return value !== undefined && SANE_REQUEST_ID.test(value) && !value.includes(key);
+}
+
+/** The id for an exchange: the caller's `x-request-id` when sane, else a new one. */
+export function requestIdFor(headers: IncomingHttpHeaders, key: string): string {
+  const given = headers[REQUEST_ID_HEADER];
+  return typeof given === 'string' && isSaneRequestId(given, key) ? given : randomUUID();
 }
 
 /** Names listed in `Connection` are hop-by-hop for this message too. */

@@ -2,6 +2,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { connect } from 'node:net';
 import pkg from '../package.json' with { type: 'json' };
 import type { Config } from './config.js';
+import { REQUEST_ID_HEADER, requestIdFor } from './headers.js';
 import type { KeyStore } from './key.js';
 import type { Metrics } from './metrics.js';
 
@@ -54,6 +55,7 @@ function sendJson(res: ServerResponse, status: number, value: unknown): void {
   res.end(body);
 }
 
+
 /**
  * The reserved paths. Four fixed GET routes need no framework: Express alone took
  * 94 ms and 16 MB to load, over the start-to-ready and idle-memory budgets (bench/).
@@ -102,6 +104,8 @@ export function reservedHandler({ config, keyStore, metrics, isDraining, started
   };
 
   return (req, res) => {
+    // Every response carries a request id, these too.
+    res.setHeader(REQUEST_ID_HEADER, requestIdFor(req.headers, keyStore.key));
     const route = routes[pathOf(req.url ?? '')]!;
     Promise.resolve(route(res)).catch(() => {
       if (!res.headersSent) sendJson(res, 500, { status: 'error' });

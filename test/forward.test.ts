@@ -320,7 +320,10 @@ describe('upstream errors', () => {
 
 describe('reserved paths', () => {
   it('healthz, readyz and health answer without going upstream', async () => {
-    expect((await request(sidecar.url).get('/healthz')).body).toEqual({ status: 'ok' });
+    const healthz = await request(sidecar.url).get('/healthz').set('x-request-id', 'probe-1');
+    expect(healthz.body).toEqual({ status: 'ok' });
+    expect(healthz.headers['x-request-id']).toBe('probe-1');
+    expect((await request(sidecar.url).get('/metrics')).headers['x-request-id']).toMatch(/^[0-9a-f-]{36}$/);
     expect((await request(sidecar.url).get('/readyz')).body).toEqual({ status: 'ready' });
     const health = (await request(sidecar.url).get('/health')).body;
     expect(health).toMatchObject({
