@@ -462,6 +462,8 @@ const tlsDirect = `https://127.0.0.1:${tls.port}`;
 const viaSquid = `https://api.openai.test:${tls.port}`;
 const slowViaSquid = `https://slow.openai.test:${relay.port}`;
 try {
+  // First, on a quiet machine: later scenarios leave Squid and the upstream tearing down thousands of tunnels.
+  await startScenario();
   await httpScenario('1. Plain HTTP upstream, no Squid', [
     direct(plain.url),
     sidecar(plain.url, false),
@@ -484,7 +486,6 @@ try {
   await webSocketScenario([direct(tlsDirect), sidecar(viaSquid, true)]);
   await manyStreamsScenario([sidecar(viaSquid, true), nodeProxy('node floor (pool)', viaSquid, 'pool')]);
   await cancellationScenario([sidecar(viaSquid, true), nodeProxy('node floor (pool)', viaSquid, 'pool')]);
-  await startScenario();
 } finally {
   relay.close();
   await squid.stop();
