@@ -20,6 +20,7 @@ import { Agent, request } from 'undici';
 import { WebSocket } from 'ws';
 import { startFakeUpstream } from '../testkit/fake-upstream.js';
 import { freePort, startSquid, waitForPort, type Squid } from '../testkit/squid.js';
+import { until } from '../testkit/wait.js';
 import { createTestPki, type TestPki } from '../testkit/test-ca.js';
 
 const QUICK = process.argv.includes('--quick');
@@ -210,13 +211,7 @@ const warmUp = (mode: 'throughput' | 'latency', url: string, connections: number
 /** CONNECT lines Squid logged since `before`; it logs a tunnel when the tunnel closes. */
 async function connectsSince(before: number, run: Running): Promise<number> {
   await run.stop();
-  const deadline = Date.now() + 3000;
-  let n = squid.connects().length - before;
-  while (n === 0 && Date.now() < deadline) {
-    await new Promise((r) => setTimeout(r, 20));
-    n = squid.connects().length - before;
-  }
-  return n;
+  return until(() => squid.connects().length - before, (n) => n > 0, 3000);
 }
 
 const median = (xs: number[]): number => {
@@ -443,12 +438,8 @@ async function startScenario(): Promise<void> {
       env: { PATH: process.env.PATH ?? '', OPENAI_API_KEY: KEY, UPSTREAM_URL: tls.url, HTTPS_PROXY: squid.url, HOST: '127.0.0.1', PORT: String(port), NODE_EXTRA_CA_CERTS: pki.caFile },
       stdio: 'ignore',
     });
-    for (;;) {
-      const ok = await request(`http://127.0.0.1:${port}/readyz`).then((r) => (r.body.dump(), r.statusCode === 200), () => false);
-      if (ok) break;
-      if (performance.now() - t > 10_000) throw new Error('not ready in 10 s');
-      await new Promise((r) => setTimeout(r, 2));
-    }
+    const readyz = (): Promise<boolean> => request(`http://127.0.0.1:${port}/readyz`).then((r) => (r.body.dump(), r.statusCode === 200), () => false);
+    if (!(await until(readyz, (ok) => ok, 10_000, 2))) throw new Error('not ready in 10 s');
     record(scenario, 'api-proxy', 'start to ready', 'ms', performance.now() - t);
     record(scenario, 'api-proxy', 'idle RSS at ready', 'MB', rssKb(child.pid) / 1024);
     child.kill('SIGKILL');

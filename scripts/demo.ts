@@ -12,6 +12,7 @@ import { fileURLToPath } from 'node:url';
 import { maskKey, startFakeUpstream } from '../testkit/fake-upstream.js';
 import { freePort, SQUID_BIN, startSquid, waitForPort, type Squid } from '../testkit/squid.js';
 import { createTestPki, FAKE_HOST } from '../testkit/test-ca.js';
+import { until } from '../testkit/wait.js';
 
 // Shaped like a project key so the mask looks real; it opens nothing.
 const DEMO_KEY = 'sk-proj-DEMOnotARealKey0000000000000000000000demo';
@@ -70,11 +71,9 @@ try {
     const shown = name.toLowerCase() === 'authorization' ? `Bearer ${maskKey(value.slice(7))}   ← the sidecar's key, masked here` : value;
     console.log('  %s: %s', name, shown);
   }
-  // pino writes asynchronously: the line follows the response by a moment.
-  const deadline = Date.now() + 2000;
-  const logLine = (): string | undefined => sidecarLog.split('\n').find((l) => l.includes('"msg":"exchange"'));
-  while (!logLine() && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
-  console.log('\nsidecar log line: %s', logLine());
+  // pino batches exchange lines (flushed at least every second): wait for it.
+  const logLine = await until(() => sidecarLog.split('\n').find((l) => l.includes('"msg":"exchange"')), (l) => l !== undefined, 2000);
+  console.log('\nsidecar log line: %s', logLine);
   const health = (await (await fetch(`${sidecarUrl}/health`)).json()) as object;
   console.log('\nsidecar /health: %j', health);
   if (res.status !== 200 || got.headers.authorization !== `Bearer ${DEMO_KEY}`) {

@@ -9,7 +9,26 @@ import type { Metrics } from './metrics.js';
 import { cleanErrorBody } from './redact.js';
 
 // Error bodies are read whole to redact the key; OpenAI's are under 1 KiB.
-export const MAX_ERROR_BODY = 1 << 20;
+const MAX_ERROR_BODY = 1 << 20;
+
+/** An upstream error body, read whole (to redact it) up to a bound; past it the exchange is aborted. */
+export class ErrorBody {
+  #chunks: Buffer[] = [];
+  #bytes = 0;
+
+  add(controller: Dispatcher.DispatchController, chunk: Buffer): void {
+    this.#bytes += chunk.length;
+    if (this.#bytes > MAX_ERROR_BODY) {
+      controller.abort(new ProxyError('upstream_unreachable', 'The upstream error body was too large to relay.'));
+      return;
+    }
+    this.#chunks.push(chunk);
+  }
+
+  toBuffer(): Buffer {
+    return Buffer.concat(this.#chunks);
+  }
+}
 
 /** What both the HTTP and the WebSocket paths need to reach the upstream. */
 export interface UpstreamDeps {
@@ -114,8 +133,7 @@ class ForwardHandler implements Dispatcher.DispatchHandler {
   #status = 0;
   #headers: IncomingHttpHeaders = {};
   /** Set when the answer is an upstream error whose body we read and redact. */
-  #errorChunks: Buffer[] | undefined;
-  #errorBytes = 0;
+  #errorBody: ErrorBody | undefined;
   /** Body bytes still due by content-length; the last chunk goes out with end(). */
   #remaining = -1;
 
@@ -151,7 +169,7 @@ class ForwardHandler implements Dispatcher.DispatchHandler {
     this.deps.metrics.firstByte.observe({ route: this.ex.route }, this.ex.seconds());
     noteUpstreamStatus(this.deps, this.ex, status);
     if (status >= 400 && !isEventStream(headers)) {
-      this.#errorChunks = [];
+      this.#errorBody = new ErrorBody();
       return;
     }
     const length = headers['content-length'];
@@ -163,13 +181,8 @@ class ForwardHandler implements Dispatcher.DispatchHandler {
   }
 
   onResponseData(controller: Dispatcher.DispatchController, chunk: Buffer): void {
-    if (this.#errorChunks) {
-      this.#errorBytes += chunk.length;
-      if (this.#errorBytes > MAX_ERROR_BODY) {
-        controller.abort(new ProxyError('upstream_unreachable', 'The upstream error body was too large to relay.'));
-        return;
-      }
-      this.#errorChunks.push(chunk);
+    if (this.#errorBody) {
+      this.#errorBody.add(controller, chunk);
       return;
     }
     this.ex.bytesOut += chunk.length;
@@ -185,7 +198,7 @@ class ForwardHandler implements Dispatcher.DispatchHandler {
   }
 
   onResponseEnd(): void {
-    if (this.#errorChunks) this.#sendRedactedError(Buffer.concat(this.#errorChunks));
+    if (this.#errorBody) this.#sendRedactedError(this.#errorBody.toBuffer());
     else if (!this.res.writableEnded) this.res.end();
     this.ex.end({ status: this.#status, upstreamStatus: this.#status });
   }

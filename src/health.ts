@@ -4,6 +4,7 @@ import pkg from '../package.json' with { type: 'json' };
 import type { Config } from './config.js';
 import { REQUEST_ID_HEADER, requestIdFor } from './headers.js';
 import type { KeyStore } from './key.js';
+import { pathOf } from './target.js';
 import type { Metrics } from './metrics.js';
 
 // A probe must answer well inside a kubelet's 1 s default timeout.
@@ -31,11 +32,6 @@ export function isReserved(req: IncomingMessage): boolean {
   return (req.method === 'GET' || req.method === 'HEAD') && RESERVED_PATHS.has(pathOf(req.url ?? ''));
 }
 
-function pathOf(url: string): string {
-  const q = url.indexOf('?');
-  return q === -1 ? url : url.slice(0, q);
-}
-
 /** The proxy URL as safe to show: no credentials. */
 function shown(url: URL): string {
   return `${url.protocol}//${url.host}`;
@@ -49,12 +45,12 @@ export interface HealthDeps {
   startedAt: number;
 }
 
-function sendJson(res: ServerResponse, status: number, value: unknown): void {
-  const body = JSON.stringify(value);
-  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) });
+function send(res: ServerResponse, status: number, contentType: string, body: string): void {
+  res.writeHead(status, { 'content-type': contentType, 'content-length': Buffer.byteLength(body) });
   res.end(body);
 }
 
+const sendJson = (res: ServerResponse, status: number, value: unknown): void => send(res, status, 'application/json', JSON.stringify(value));
 
 /**
  * The reserved paths. Four fixed GET routes need no framework: Express alone took
@@ -96,11 +92,7 @@ export function reservedHandler({ config, keyStore, metrics, isDraining, started
       });
     },
 
-    '/metrics': async (res) => {
-      const body = await metrics.registry.metrics();
-      res.writeHead(200, { 'content-type': metrics.registry.contentType, 'content-length': Buffer.byteLength(body) });
-      res.end(body);
-    },
+    '/metrics': async (res) => send(res, 200, metrics.registry.contentType, await metrics.registry.metrics()),
   };
 
   return (req, res) => {

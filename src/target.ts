@@ -14,11 +14,16 @@ export function upstreamPath(target: string, basePath: string): string {
   if (!target.startsWith('/') || target.startsWith('//') || target.includes('\\')) {
     throw badTarget();
   }
-  const q = target.indexOf('?');
-  const path = q === -1 ? target : target.slice(0, q);
+  const path = pathOf(target);
   if (DOT_SEGMENT.test(path) || ENCODED_SEPARATOR_DOTS.test(path)) throw badTarget();
   if (basePath === '' || path === basePath || path.startsWith(`${basePath}/`)) return target;
   return basePath + target;
+}
+
+/** A request target without its query string. */
+export function pathOf(target: string): string {
+  const q = target.indexOf('?');
+  return q === -1 ? target : target.slice(0, q);
 }
 
 function badTarget(): ProxyError {

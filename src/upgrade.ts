@@ -1,9 +1,9 @@
 import { STATUS_CODES, type IncomingHttpHeaders } from 'node:http';
 import type { Duplex } from 'node:stream';
 import type { Dispatcher } from 'undici';
-import { errorBody, ProxyError, toProxyError } from './errors.js';
+import { errorBody, type ProxyError, toProxyError } from './errors.js';
 import { CALLER_CLOSED, type Exchange } from './exchange.js';
-import { MAX_ERROR_BODY, noteUpstreamStatus, redactedError, type UpstreamDeps } from './forward.js';
+import { ErrorBody, noteUpstreamStatus, redactedError, type UpstreamDeps } from './forward.js';
 import { REQUEST_ID_HEADER } from './headers.js';
 
 /** An HTTP/1.1 response written straight to a socket that Node handed us for an upgrade. */
@@ -60,8 +60,7 @@ class UpgradeHandler implements Dispatcher.DispatchHandler {
   #controller: Dispatcher.DispatchController | undefined;
   #status = 0;
   #headers: IncomingHttpHeaders = {};
-  #refusal: Buffer[] = [];
-  #refusalBytes = 0;
+  #refusal = new ErrorBody();
   #upstream: Duplex | undefined;
 
   constructor(
@@ -125,17 +124,12 @@ class UpgradeHandler implements Dispatcher.DispatchHandler {
   }
 
   onResponseData(controller: Dispatcher.DispatchController, chunk: Buffer): void {
-    this.#refusalBytes += chunk.length;
-    if (this.#refusalBytes > MAX_ERROR_BODY) {
-      controller.abort(new ProxyError('upstream_unreachable', 'The upstream refusal was too large to relay.'));
-      return;
-    }
-    this.#refusal.push(chunk);
+    this.#refusal.add(controller, chunk);
   }
 
   onResponseEnd(): void {
     const status = this.#status;
-    const { headers, body } = redactedError(this.deps, this.ex, status, this.#headers, Buffer.concat(this.#refusal));
+    const { headers, body } = redactedError(this.deps, this.ex, status, this.#headers, this.#refusal.toBuffer());
     headers.connection = 'close';
     writeHead(this.socket, status, headers);
     this.socket.end(body);

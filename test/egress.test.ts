@@ -8,7 +8,7 @@ import { freePort, SQUID_BIN, startSquid, type Squid } from '../testkit/squid.js
 import { startSidecar, TEST_KEY, testPki, type Sidecar } from './support/sidecar.js';
 import { sseData, timedRequest } from './support/net.js';
 import { exchangeEvents, openWebSocket } from './support/ws.js';
-import { until } from './support/wait.js';
+import { until } from '../testkit/wait.js';
 
 // Squid is part of the product's real path; scripts/test.sh installs it. Without it this file cannot say anything.
 if (!SQUID_BIN) throw new Error('squid is not installed: run scripts/test.sh, or apt-get install squid');

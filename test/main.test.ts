@@ -7,7 +7,7 @@ import { startFakeUpstream, type FakeUpstream } from '../testkit/fake-upstream.j
 import { freePort } from '../testkit/squid.js';
 import { timedRequest } from './support/net.js';
 import { spawnMain } from './support/process.js';
-import { until } from './support/wait.js';
+import { until } from '../testkit/wait.js';
 
 const KEY = 'sk-proj-MainTestKey0123456789abcdefWXYZ';
 let fake: FakeUpstream;

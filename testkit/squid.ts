@@ -3,6 +3,7 @@ import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync
 import { createServer, connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { until } from './wait.js';
 
 /**
  * A real Squid from Debian on loopback, configured like the product's egress:
@@ -41,20 +42,19 @@ export async function freePort(): Promise<number> {
   return port;
 }
 
+const accepts = (port: number, host: string): Promise<boolean> =>
+  new Promise((resolve) => {
+    const s = connect({ port, host }, () => {
+      s.destroy();
+      resolve(true);
+    });
+    s.on('error', () => resolve(false));
+  });
+
 /** Resolves once something accepts TCP on host:port; polls a real connect, bounded. */
 export async function waitForPort(port: number, host = '127.0.0.1', timeoutMs = 15_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const ok = await new Promise<boolean>((resolve) => {
-      const s = connect({ port, host }, () => {
-        s.destroy();
-        resolve(true);
-      });
-      s.on('error', () => resolve(false));
-    });
-    if (ok) return;
-    if (Date.now() > deadline) throw new Error(`nothing listened on ${host}:${port} within ${timeoutMs} ms`);
-    await new Promise((r) => setTimeout(r, 50));
+  if (!(await until(() => accepts(port, host), (ok) => ok, timeoutMs, 50))) {
+    throw new Error(`nothing listened on ${host}:${port} within ${timeoutMs} ms`);
   }
 }
 

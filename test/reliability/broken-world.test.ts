@@ -9,7 +9,7 @@ import { startFakeUpstream, type FakeUpstream } from '../../testkit/fake-upstrea
 import { SQUID_BIN, startSquid } from '../../testkit/squid.js';
 import { createTestPki } from '../../testkit/test-ca.js';
 import { startSidecar, testPki, type Sidecar } from '../support/sidecar.js';
-import { openFds, until } from '../support/wait.js';
+import { openFds, until } from '../../testkit/wait.js';
 
 if (!SQUID_BIN) throw new Error('squid is not installed: run scripts/test.sh, or apt-get install squid');
 

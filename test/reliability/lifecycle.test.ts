@@ -6,7 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startFakeUpstream, type FakeUpstream } from '../../testkit/fake-upstream.js';
 import { freePort } from '../../testkit/squid.js';
 import { spawnMain } from '../support/process.js';
-import { until } from '../support/wait.js';
+import { until } from '../../testkit/wait.js';
 
 /** The real process under signals while it is busy. */
 let fake: FakeUpstream;

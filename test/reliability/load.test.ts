@@ -6,7 +6,7 @@ import { startFakeUpstream, type FakeUpstream } from '../../testkit/fake-upstrea
 import { freePort, SQUID_BIN, startSquid, waitForPort, type Squid } from '../../testkit/squid.js';
 import { MAIN } from '../support/process.js';
 import { startSidecar, testPki, type Sidecar } from '../support/sidecar.js';
-import { openFds, until } from '../support/wait.js';
+import { openFds, until } from '../../testkit/wait.js';
 
 if (!SQUID_BIN) throw new Error('squid is not installed: run scripts/test.sh, or apt-get install squid');
 

@@ -1,12 +1,15 @@
 import { readdirSync } from 'node:fs';
 
-/** Polls a real condition until it holds or `timeoutMs` passes; returns the last value read. */
-export async function until<T>(read: () => T | Promise<T>, ok: (v: T) => boolean, timeoutMs = 5000): Promise<T> {
+/**
+ * Polls a real condition until it holds or `timeoutMs` passes; returns the last
+ * value read. Readiness is awaited this way, never by a fixed sleep.
+ */
+export async function until<T>(read: () => T | Promise<T>, ok: (v: T) => boolean, timeoutMs = 5000, intervalMs = 20): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const v = await read();
     if (ok(v) || Date.now() > deadline) return v;
-    await new Promise((r) => setTimeout(r, 20));
+    await new Promise((r) => setTimeout(r, intervalMs));
   }
 }
 
