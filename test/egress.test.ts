@@ -51,13 +51,12 @@ describe('the kept-alive tunnel pool', () => {
       const answers = await Promise.all(Array.from({ length: 8 }, () => request(side.url).get('/v1/models')));
       for (const a of answers) expect(a.status).toBe(200);
     };
-    await burst();
-    const afterFirst = fake.tlsHandshakes - before;
-    expect(afterFirst).toBeGreaterThanOrEqual(1);
-    expect(afterFirst).toBeLessThanOrEqual(8);
-    await burst();
-    await burst();
-    expect(fake.tlsHandshakes - before).toBe(afterFirst);
+    // A burst may be served by fewer tunnels than callers (one finishes before another starts), and a later
+    // burst may then open the rest; what must hold is that 24 requests never need more than 8 tunnels.
+    for (let i = 0; i < 3; i++) await burst();
+    const handshakes = fake.tlsHandshakes - before;
+    expect(handshakes).toBeGreaterThanOrEqual(1);
+    expect(handshakes).toBeLessThanOrEqual(8);
     await side.close();
   });
 
