@@ -1,66 +1,9 @@
 #!/usr/bin/env node
-import { setTimeout as sleep } from 'node:timers/promises';
-import { createApp, createProxyServer } from './app.js';
-import { ConfigError, loadConfig, type Config } from './config.js';
-import { KeyStore } from './key.js';
-import { createLogger } from './logger.js';
-
-const EX_CONFIG = 78;
-
-function configOrExit(): Config {
-  try {
-    return loadConfig(process.env);
-  } catch (err) {
-    if (!(err instanceof ConfigError)) throw err;
-    process.stderr.write(`api-proxy: configuration error: ${err.message}\n`);
-    process.exit(EX_CONFIG);
-  }
+// `api-proxy` runs the sidecar; `api-proxy codex-config ...` prints Codex's config.
+// The subcommand loads nothing of the sidecar, so it needs no settings.
+if (process.argv[2] === 'codex-config') {
+  const { codexConfigCommand } = await import('./codex-config.js');
+  process.exitCode = codexConfigCommand(process.argv.slice(3), process.stdout, process.stderr);
+} else {
+  await import('./serve.js');
 }
-
-const config = configOrExit();
-const keyStore = new KeyStore(config.key, config.keySource, config.keyFile);
-const logger = createLogger(config.logLevel, () => keyStore.key);
-const app = createApp(config, { logger, keyStore });
-
-const server = createProxyServer(app);
-server.on('error', (err) => {
-  process.stderr.write(`api-proxy: cannot listen on ${config.host}:${config.port}: ${err.message}\n`);
-  process.exit(1);
-});
-
-server.listen(config.port, config.host, () => {
-  const address = server.address();
-  logger.info(
-    {
-      address: typeof address === 'object' && address ? `${address.address}:${address.port}` : address,
-      upstream: config.upstreamUrl,
-      basePath: config.basePath,
-      egressProxy: config.egressProxy ? `${config.egressProxy.protocol}//${config.egressProxy.host}` : null,
-      keySource: keyStore.source,
-      keyFingerprint: keyStore.fingerprint,
-    },
-    'listening',
-  );
-  logger.flush(); // lifecycle lines go out at once; per-exchange lines are batched
-});
-
-let stopping = false;
-async function shutdown(signal: string): Promise<void> {
-  if (stopping) return;
-  stopping = true;
-  logger.info({ signal, graceMs: config.shutdownGraceMs }, 'draining');
-  logger.flush();
-  const drained = app.drain();
-  server.close();
-  const finished = await Promise.race([drained.then(() => true), sleep(config.shutdownGraceMs).then(() => false)]);
-  logger.info({ finished }, finished ? 'drained; exiting' : 'grace period over; closing what is left');
-  server.closeAllConnections();
-  logger.flush(() => process.exit(0));
-}
-
-process.on('SIGTERM', () => void shutdown('SIGTERM'));
-process.on('SIGINT', () => void shutdown('SIGINT'));
-process.on('SIGHUP', () => {
-  if (keyStore.source === 'file') app.reloadKey();
-  else logger.info('SIGHUP: the key comes from OPENAI_API_KEY; nothing to reload');
-});

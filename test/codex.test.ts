@@ -48,7 +48,7 @@ describe.skipIf(why !== null)(`Codex CLI end to end${why ? ` (skipped: ${why})` 
 
   const runCodex = async (websockets: boolean) => {
     const home = codexHome(`http://${ns.hostAddress}:${sidecar.port}/v1`, websockets);
-    return ns.run(process.execPath, [CODEX_JS, 'exec', '--skip-git-repo-check', '--ephemeral', '--json', 'say hi'], {
+    return ns.run(process.execPath, [CODEX_JS, 'exec', '--strict-config', '--skip-git-repo-check', '--ephemeral', '--json', 'say hi'], {
       env: { PATH: process.env.PATH ?? '', HOME: home, CODEX_HOME: home },
       timeoutMs: 60_000,
     });

@@ -2,35 +2,20 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { CODEX_CONFIG_DEFAULTS, codexConfig } from '../src/codex-config.js';
 
 /** The Codex CLI's launcher from the @openai/codex package (it starts the native binary). */
 export const CODEX_JS = createRequire(import.meta.url).resolve('@openai/codex/bin/codex.js');
 
 /**
- * A config.toml that points Codex at the sidecar with no key of its own
- * (see shared CLIENTS.md): a custom provider, since Codex ignores OPENAI_BASE_URL.
+ * The product's config (`api-proxy codex-config`), made strict for tests: no
+ * approvals or sandbox prompts, no shell snapshot, and no retries, so a failure
+ * shows at once instead of after Codex's back-off.
  */
-export function codexConfig(baseUrl: string, websockets: boolean): string {
-  return `model = "gpt-5.5"
-model_provider = "sidecar"
-approval_policy = "never"
+export function codexConfigForTest(baseUrl: string, websockets: boolean): string {
+  return `approval_policy = "never"
 sandbox_mode = "read-only"
-check_for_update_on_startup = false
-
-[analytics]
-enabled = false
-
-[features]
-plugins = false
-shell_snapshot = false
-unbounded_connection_retries = false
-
-[model_providers.sidecar]
-name = "sidecar"
-base_url = "${baseUrl}"
-wire_api = "responses"
-supports_websockets = ${websockets}
-request_max_retries = 0
+${codexConfig({ ...CODEX_CONFIG_DEFAULTS, baseUrl, websockets }).replace('[features]\n', '[features]\nshell_snapshot = false\n')}request_max_retries = 0
 stream_max_retries = 0
 `;
 }
@@ -38,7 +23,7 @@ stream_max_retries = 0
 /** A fresh CODEX_HOME holding that config. */
 export function codexHome(baseUrl: string, websockets: boolean): string {
   const home = mkdtempSync(join(tmpdir(), 'codex-home-'));
-  writeFileSync(join(home, 'config.toml'), codexConfig(baseUrl, websockets));
+  writeFileSync(join(home, 'config.toml'), codexConfigForTest(baseUrl, websockets));
   return home;
 }
 
