@@ -1,13 +1,16 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createAgentNamespace, netnsUnavailable, type AgentNamespace } from '../testkit/netns.js';
 import { agentMessage, CODEX_JS, codexHome } from '../testkit/codex.js';
-import { FAKE_TEXT, startFakeUpstream, type FakeUpstream } from '../testkit/fake-upstream.js';
-import { SQUID_BIN, startSquid, type Squid } from '../testkit/squid.js';
-import { startSidecar, TEST_KEY, testPki, type Sidecar } from './support/sidecar.js';
+import { FAKE_TEXT, type FakeUpstream } from '../testkit/fake-upstream.js';
+import { SQUID_BIN, startProductSquid, type Squid } from '../testkit/squid.js';
+import { FAKE_HOST } from '../testkit/test-ca.js';
+import { startFakeOn443, UPSTREAM_ADDRESS } from './support/egress.js';
+import { startSidecar, TEST_KEY, type Sidecar } from './support/sidecar.js';
 
 /**
  * The real Codex CLI in a network namespace whose only peer is the sidecar:
- * Codex → sidecar → Squid → TLS fake upstream. Needs root for the namespace;
+ * Codex → sidecar → the product's Squid (squid/) → TLS fake upstream on 443.
+ * Needs root for the namespace and port 443;
  * CI runs as root and sets API_PROXY_REQUIRE_ALL=1 so this can never be skipped there.
  */
 const why = netnsUnavailable() ?? (SQUID_BIN ? null : 'squid is not installed');
@@ -21,9 +24,9 @@ describe.skipIf(why !== null)(`Codex CLI end to end${why ? ` (skipped: ${why})` 
 
   beforeAll(async () => {
     ns = createAgentNamespace();
-    fake = await startFakeUpstream({ pki: testPki() });
-    squid = await startSquid({ allow: ['.openai.test'], hosts: { 'api.openai.test': '127.0.0.1' } });
-    sidecar = await startSidecar({ UPSTREAM_URL: fake.url, HTTPS_PROXY: squid.url, REQUIRE_EGRESS_PROXY: 'true' }, ns.hostAddress);
+    fake = await startFakeOn443();
+    squid = await startProductSquid({ hosts: { [FAKE_HOST]: UPSTREAM_ADDRESS, 'denied.test': UPSTREAM_ADDRESS }, env: { SQUID_ALLOWED_DOMAINS: FAKE_HOST } });
+    sidecar = await startSidecar({ UPSTREAM_URL: `https://${FAKE_HOST}`, HTTPS_PROXY: squid.url, REQUIRE_EGRESS_PROXY: 'true' }, ns.hostAddress);
   });
   afterAll(async () => {
     await sidecar?.close();
@@ -40,9 +43,12 @@ describe.skipIf(why !== null)(`Codex CLI end to end${why ? ` (skipped: ${why})` 
 
   it('the agent namespace reaches the sidecar and nothing else', async () => {
     expect((await probe(ns.hostAddress, sidecar.port)).stdout.trim()).toBe('open');
-    expect((await probe('127.0.0.1', fake.port)).stdout.trim()).toBe('ECONNREFUSED');
+    // The namespace's own loopback holds neither the fake upstream nor Squid.
+    expect((await probe(UPSTREAM_ADDRESS, 443)).stdout.trim()).toBe('ECONNREFUSED');
     expect((await probe('127.0.0.1', squid.port)).stdout.trim()).toBe('ECONNREFUSED');
-    expect((await probe(ns.hostAddress, fake.port)).stdout.trim()).toBe('ECONNREFUSED');
+    // Through the veth, only the sidecar's port answers: Squid listens on the host's loopback alone.
+    expect((await probe(ns.hostAddress, squid.port)).stdout.trim()).toBe('ECONNREFUSED');
+    expect((await probe(ns.hostAddress, 443)).stdout.trim()).toBe('ECONNREFUSED');
     expect((await probe('1.1.1.1', 443)).stdout.trim()).toBe('ENETUNREACH');
   });
 
@@ -79,5 +85,18 @@ describe.skipIf(why !== null)(`Codex CLI end to end${why ? ` (skipped: ${why})` 
     expect(String(sockets[0]!.headers['openai-beta'])).toContain('responses_websockets=');
     expect(sockets.flatMap((s) => s.messages).some((m) => m.includes('"response.create"'))).toBe(true);
     expect(fake.received.filter((r) => r.method === 'POST' && r.path === '/v1/responses')).toHaveLength(0);
+  });
+
+  it('a sidecar pointed at a domain off the allowlist answers the agent with egress_denied', async () => {
+    const denied = await startSidecar({ UPSTREAM_URL: 'https://denied.test', HTTPS_PROXY: squid.url }, ns.hostAddress);
+    try {
+      const { stdout } = await ns.run(process.execPath, [
+        '-e',
+        `fetch('http://${ns.hostAddress}:${denied.port}/v1/models').then(async (r) => console.log(r.status, (await r.json()).error.code))`,
+      ]);
+      expect(stdout.trim()).toBe('502 egress_denied');
+    } finally {
+      await denied.close();
+    }
   });
 });

@@ -3,6 +3,7 @@ import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync
 import { createServer, connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { until } from './wait.js';
 
 /**
@@ -58,19 +59,29 @@ export async function waitForPort(port: number, host = '127.0.0.1', timeoutMs = 
   }
 }
 
-export async function startSquid(opts: SquidOptions): Promise<Squid> {
-  if (!SQUID_BIN) throw new Error('squid is not installed (apt-get install squid)');
-  const dir = mkdtempSync(join(tmpdir(), 'api-proxy-squid-'));
-  // Squid drops to its effective user (proxy) when started as root: it must write here.
-  chmodSync(dir, 0o777);
-  const port = opts.port ?? (await freePort());
-  const name = `apiproxytest${port}`; // -n takes letters and digits only
+const hostsFile = (dir: string, hosts: Record<string, string>): string => {
+  const file = join(dir, 'hosts');
   writeFileSync(
-    join(dir, 'hosts'),
-    Object.entries(opts.hosts)
+    file,
+    Object.entries(hosts)
       .map(([host, ip]) => `${ip} ${host}`)
       .join('\n') + '\n',
   );
+  return file;
+};
+
+/** A directory Squid may write in after it drops to its effective user (proxy) when started as root. */
+const squidDir = (): string => {
+  const dir = mkdtempSync(join(tmpdir(), 'api-proxy-squid-'));
+  chmodSync(dir, 0o777);
+  return dir;
+};
+
+export async function startSquid(opts: SquidOptions): Promise<Squid> {
+  if (!SQUID_BIN) throw new Error('squid is not installed (apt-get install squid)');
+  const dir = squidDir();
+  const port = opts.port ?? (await freePort());
+  const name = `apiproxytest${port}`; // -n takes letters and digits only
   const conf = join(dir, 'squid.conf');
   writeFileSync(
     conf,
@@ -85,7 +96,7 @@ pinger_enable off
 logfile_rotate 0
 cache deny all
 cache_mem 8 MB
-hosts_file ${dir}/hosts
+hosts_file ${hostsFile(dir, opts.hosts)}
 dns_nameservers 127.0.0.1
 dns_timeout 2 seconds
 visible_hostname api-proxy-test
@@ -102,12 +113,67 @@ http_access deny all
   );
   const check = spawnSync(SQUID_BIN, ['-k', 'parse', '-f', conf, '-n', name], { encoding: 'utf8' });
   if (check.status !== 0) throw new Error(`squid.conf does not parse:\n${check.stderr}`);
+  return launch(dir, port, [SQUID_BIN, '-N', '-f', conf, '-n', name], {});
+}
 
+/** The product's Squid files (squid/), from this file as source (testkit/) or built (dist/testkit/). */
+const PRODUCT_SQUID_DIR = ['../squid/', '../../squid/'].map((rel) => fileURLToPath(new URL(rel, import.meta.url))).find((dir) => existsSync(join(dir, 'squid.conf')))!;
+export const PRODUCT_SQUID_CONF = join(PRODUCT_SQUID_DIR, 'squid.conf');
+export const SQUID_ENTRYPOINT = join(PRODUCT_SQUID_DIR, 'entrypoint.sh');
+
+/**
+ * The product's squid.conf, moved from the container onto loopback: its port,
+ * log destinations and allowlist path change, and names resolve from a hosts
+ * file (no DNS here). The policy lines are left exactly as shipped; a line this
+ * expects and does not find fails loudly, so the two cannot drift apart.
+ */
+export function productSquidConf(dir: string, port: number, hosts: Record<string, string>): string {
+  let conf = readFileSync(PRODUCT_SQUID_CONF, 'utf8');
+  const swap = (from: string, to: string): void => {
+    if (!conf.includes(from)) throw new Error(`squid/squid.conf no longer holds ${JSON.stringify(from)}: update productSquidConf`);
+    conf = conf.replace(from, to);
+  };
+  swap('\nhttp_port 3128\n', `\nhttp_port 127.0.0.1:${port}\n`);
+  swap('"/run/squid/allowed-domains"', `"${dir}/allowed-domains"`);
+  // The container's stdout and stderr are pipes Squid can reopen; a test's are not.
+  swap('access_log stdio:/dev/stdout ', `access_log stdio:${dir}/access.log `);
+  swap('cache_log stdio:/dev/stderr', `cache_log ${dir}/cache.log`);
+  return `${conf}\nhosts_file ${hostsFile(dir, hosts)}\ndns_nameservers 127.0.0.1\ndns_timeout 2 seconds\n`;
+}
+
+export interface ProductSquidOptions {
+  hosts: Record<string, string>;
+  /** The container's environment: SQUID_ALLOWED_DOMAINS. */
+  env?: Record<string, string>;
+  /** Contents of the mounted allowlist file, when one is mounted. */
+  allowlist?: string;
+  port?: number;
+}
+
+/** Where the product's entrypoint reads and writes, for a run on this machine. */
+export function productSquidEnv(dir: string, conf: string, opts: Pick<ProductSquidOptions, 'env' | 'allowlist'>): Record<string, string> {
+  const allowlistFile = join(dir, 'allowlist.txt');
+  if (opts.allowlist !== undefined) writeFileSync(allowlistFile, opts.allowlist);
+  return { PATH: `${process.env.PATH ?? ''}:/usr/sbin:/sbin`, SQUID_CONF: conf, SQUID_RUN_DIR: dir, SQUID_ALLOWLIST_FILE: allowlistFile, ...opts.env };
+}
+
+/** The product's Squid (squid/entrypoint.sh and squid/squid.conf) on loopback. */
+export async function startProductSquid(opts: ProductSquidOptions): Promise<Squid> {
+  if (!SQUID_BIN) throw new Error('squid is not installed (apt-get install squid)');
+  const dir = squidDir();
+  const port = opts.port ?? (await freePort());
+  const conf = join(dir, 'squid.conf');
+  writeFileSync(conf, productSquidConf(dir, port, opts.hosts));
+  return launch(dir, port, [SQUID_ENTRYPOINT, '-n', `apiproxyproduct${port}`], productSquidEnv(dir, conf, opts));
+}
+
+/** Runs Squid (directly or through an entrypoint) in the foreground until stopped; restartable. */
+async function launch(dir: string, port: number, command: string[], env: Record<string, string>): Promise<Squid> {
   let child: ChildProcess;
   const start = async (): Promise<void> => {
     // Squid must not outlive a test process that is killed: the kernel signals it when we die.
-    const command = SETPRIV ? [SETPRIV, '--pdeathsig', 'KILL', SQUID_BIN!] : [SQUID_BIN!];
-    child = spawn(command[0]!, [...command.slice(1), '-N', '-f', conf, '-n', name], { stdio: ['ignore', 'ignore', 'pipe'] });
+    const argv = SETPRIV ? [SETPRIV, '--pdeathsig', 'KILL', ...command] : command;
+    child = spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', 'ignore', 'pipe'], ...(Object.keys(env).length ? { env } : {}) });
     process.once('exit', () => child.kill('SIGKILL'));
     let stderr = '';
     child.stderr?.on('data', (d) => (stderr += d));
@@ -135,7 +201,7 @@ http_access deny all
     url: `http://127.0.0.1:${port}`,
     port,
     accessLog,
-    connects: () => accessLog().filter((l) => / CONNECT /.test(l)),
+    connects: () => accessLog().filter((l) => / CONNECT |"method":"CONNECT"/.test(l)),
     stop: async () => {
       await stop();
       rmSync(dir, { recursive: true, force: true });
