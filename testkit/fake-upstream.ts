@@ -57,6 +57,8 @@ export interface FakeOptions {
   /** Host name in `url` (default api.openai.test with TLS, 127.0.0.1 without). */
   hostname?: string;
   listenHost?: string;
+  /** Port to listen on (default: any free one). */
+  port?: number;
   /** How long idle connections are kept (Node's default is 5 s; OpenAI's is longer). */
   keepAliveTimeoutMs?: number;
 }
@@ -344,7 +346,7 @@ export async function startFakeUpstream(opts: FakeOptions = {}): Promise<FakeUps
   }
 
   const listenHost = opts.listenHost ?? '127.0.0.1';
-  server.listen(0, listenHost);
+  server.listen(opts.port ?? 0, listenHost);
   await once(server, 'listening');
   fake.port = (server.address() as AddressInfo).port;
   const hostname = opts.hostname ?? (opts.pki ? 'api.openai.test' : '127.0.0.1');
