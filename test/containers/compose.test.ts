@@ -1,4 +1,4 @@
-import { spawnSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -16,18 +16,38 @@ import { until } from '../../testkit/wait.js';
  * inside. scripts/container-test.sh provides the engine and the base images.
  */
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
-const sh = (cmd: string, args: string[], opts: { env?: Record<string, string>; timeoutMs?: number } = {}) => {
-  const r = spawnSync(cmd, args, { cwd: ROOT, encoding: 'utf8', env: { ...process.env, ...opts.env }, timeout: opts.timeoutMs ?? 120_000, maxBuffer: 64 << 20 });
-  return { code: r.status, stdout: r.stdout ?? '', stderr: r.stderr ?? '', error: r.error };
-};
+interface Ran {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+  error?: Error;
+}
+/** Runs a command without blocking the test worker (builds take minutes), bounded by a timeout. */
+const sh = (cmd: string, args: string[], opts: { env?: Record<string, string>; timeoutMs?: number } = {}): Promise<Ran> =>
+  new Promise((resolve) => {
+    const child = spawn(cmd, args, { cwd: ROOT, env: { ...process.env, ...opts.env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
+    child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+    const timer = setTimeout(() => child.kill('SIGKILL'), opts.timeoutMs ?? 120_000);
+    child.on('error', (error) => {
+      clearTimeout(timer);
+      resolve({ code: null, stdout, stderr, error });
+    });
+    child.on('close', (code) => {
+      clearTimeout(timer);
+      resolve({ code, stdout, stderr });
+    });
+  });
 
-const dockerWhy = (): string | null => {
-  const info = sh('docker', ['info', '--format', '{{.ServerVersion}}'], { timeoutMs: 20_000 });
+const dockerWhy = async (): Promise<string | null> => {
+  const info = await sh('docker', ['info', '--format', '{{.ServerVersion}}'], { timeoutMs: 20_000 });
   if (info.error || info.code !== 0) return `no Docker engine answers (${(info.stderr || String(info.error)).trim().split('\n')[0]}); scripts/container-test.sh starts one`;
-  if (sh('docker-compose', ['version'], { timeoutMs: 20_000 }).code !== 0) return 'docker-compose is not installed';
+  if ((await sh('docker-compose', ['version'], { timeoutMs: 20_000 })).code !== 0) return 'docker-compose is not installed';
   return null;
 };
-const why = dockerWhy();
+const why = await dockerWhy();
 if (why && process.env.API_PROXY_REQUIRE_ALL === '1') throw new Error(`the container tests cannot run: ${why}`);
 
 describe.skipIf(why !== null)(`the compose sandbox, offline${why ? ` (skipped: ${why})` : ''}`, () => {
@@ -38,15 +58,15 @@ describe.skipIf(why !== null)(`the compose sandbox, offline${why ? ` (skipped: $
   const env = { COMPOSE_PROJECT_NAME: project, API_PROXY_KEY_FILE: keyFile, API_PROXY_LOG_LEVEL: 'trace' };
   const compose = (args: string[], timeoutMs?: number) =>
     sh('docker-compose', ['-f', 'docker-compose.yml', '-f', 'docker-compose.offline.yml', ...args], { env, ...(timeoutMs ? { timeoutMs } : {}) });
-  const container = (service: string): string => compose(['ps', '-q', service]).stdout.trim();
-  const inspect = (id: string, format: string): string => sh('docker', ['inspect', '-f', format, id]).stdout.trim();
+  const container = async (service: string): Promise<string> => (await compose(['ps', '-q', service])).stdout.trim();
+  const inspect = async (id: string, format: string): Promise<string> => (await sh('docker', ['inspect', '-f', format, id])).stdout.trim();
   /** Runs node inside a fresh agent container: the agent's network, environment and user. */
   const inAgent = (script: string) => compose(['run', '--rm', '--no-deps', '-T', '--entrypoint', 'node', 'agent', '-e', script]);
   const timings: Record<string, number> = {};
-  const timed = <T,>(name: string, f: () => T): T => {
+  const timed = async <T,>(name: string, f: () => Promise<T>): Promise<T> => {
     const t0 = performance.now();
     try {
-      return f();
+      return await f();
     } finally {
       timings[name] = Math.round(performance.now() - t0);
     }
@@ -55,27 +75,27 @@ describe.skipIf(why !== null)(`the compose sandbox, offline${why ? ` (skipped: $
   beforeAll(async () => {
     writeFileSync(keyFile, `${key}\n`);
     chmodSync(keyFile, 0o644); // the sidecar runs as uid 1000
-    const build = timed('build', () => compose(['build'], 900_000));
+    const build = await timed('build', () => compose(['build'], 900_000));
     expect(build.code, build.stderr.slice(-4000)).toBe(0);
-    const up = timed('up', () => compose(['up', '-d', 'api-proxy'], 180_000));
+    const up = await timed('up', () => compose(['up', '-d', 'api-proxy'], 180_000));
     expect(up.code, up.stderr.slice(-4000)).toBe(0);
     // Compose 1.29 has no --wait: poll each container's own health status, bounded.
     const t0 = performance.now();
     const healthy = await until(
-      () => ['fake-upstream', 'squid', 'api-proxy'].map((s) => inspect(container(s), '{{.State.Health.Status}}')),
+      () => Promise.all(['fake-upstream', 'squid', 'api-proxy'].map(async (s) => inspect(await container(s), '{{.State.Health.Status}}'))),
       (states) => states.every((s) => s === 'healthy'),
       150_000,
       1000,
     );
     timings.healthy = Math.round(performance.now() - t0);
-    expect(healthy, compose(['logs', '--no-color']).stdout.slice(-4000)).toEqual(['healthy', 'healthy', 'healthy']);
+    expect(healthy, (await compose(['logs', '--no-color'])).stdout.slice(-4000)).toEqual(['healthy', 'healthy', 'healthy']);
   });
 
   /** Everything the stack printed, kept before `down` removes it. */
   let stackLogs: string | undefined;
-  afterAll(() => {
-    const logs = stackLogs ?? compose(['logs', '--no-color']).stdout;
-    compose(['down', '-v', '--remove-orphans'], 120_000);
+  afterAll(async () => {
+    const logs = stackLogs ?? (await compose(['logs', '--no-color'])).stdout;
+    await compose(['down', '-v', '--remove-orphans'], 120_000);
     rmSync(keyDir, { recursive: true, force: true });
     console.log(`container timings (ms): ${JSON.stringify(timings)}`);
     // The sidecar logged at trace; neither the key nor any 8-character piece of it is anywhere in the output.
@@ -84,25 +104,25 @@ describe.skipIf(why !== null)(`the compose sandbox, offline${why ? ` (skipped: $
     for (let i = 0; i + 8 <= secret.length; i++) expect(logs).not.toContain(secret.slice(i, i + 8));
   });
 
-  it('docker-compose validates the files, alone and with the offline override', () => {
-    const alone = sh('docker-compose', ['-f', 'docker-compose.yml', 'config', '--quiet'], { env });
+  it('docker-compose validates the files, alone and with the offline override', async () => {
+    const alone = await sh('docker-compose', ['-f', 'docker-compose.yml', 'config', '--quiet'], { env });
     expect(alone.code, alone.stderr).toBe(0);
-    const both = compose(['config', '--quiet']);
+    const both = await compose(['config', '--quiet']);
     expect(both.code, both.stderr).toBe(0);
   });
 
-  it('runs the sidecar as a non-root user on a read-only root filesystem, with no capabilities', () => {
-    const id = container('api-proxy');
-    expect(inspect(id, '{{.Config.User}}')).toBe('node');
-    expect(inspect(id, '{{.HostConfig.ReadonlyRootfs}}')).toBe('true');
-    expect(inspect(id, '{{json .HostConfig.CapDrop}}')).toBe('["ALL"]');
-    expect(inspect(id, '{{json .Config.Healthcheck.Test}}')).toContain('healthcheck.js');
-    expect(inspect(container('squid'), '{{.Config.User}}')).toBe('proxy');
+  it('runs the sidecar as a non-root user on a read-only root filesystem, with no capabilities', async () => {
+    const id = await container('api-proxy');
+    expect(await inspect(id, '{{.Config.User}}')).toBe('node');
+    expect(await inspect(id, '{{.HostConfig.ReadonlyRootfs}}')).toBe('true');
+    expect(await inspect(id, '{{json .HostConfig.CapDrop}}')).toBe('["ALL"]');
+    expect(await inspect(id, '{{json .Config.Healthcheck.Test}}')).toContain('healthcheck.js');
+    expect(await inspect(await container('squid'), '{{.Config.User}}')).toBe('proxy');
   });
 
-  it('the agent reaches the sidecar and nothing else', () => {
-    const squidIp = inspect(container('squid'), `{{(index .NetworkSettings.Networks "${project}_egress").IPAddress}}`);
-    const fakeIp = inspect(container('fake-upstream'), `{{(index .NetworkSettings.Networks "${project}_internet").IPAddress}}`);
+  it('the agent reaches the sidecar and nothing else', async () => {
+    const squidIp = await inspect(await container('squid'), `{{(index .NetworkSettings.Networks "${project}_egress").IPAddress}}`);
+    const fakeIp = await inspect(await container('fake-upstream'), `{{(index .NetworkSettings.Networks "${project}_internet").IPAddress}}`);
     expect(squidIp).toMatch(/^\d+\.\d+\.\d+\.\d+$/);
     const targets = [
       ['api-proxy', 10000],
@@ -112,7 +132,7 @@ describe.skipIf(why !== null)(`the compose sandbox, offline${why ? ` (skipped: $
       [fakeIp, 443],
       ['1.1.1.1', 443],
     ];
-    const r = inAgent(`
+    const r = await inAgent(`
       const net = require('net');
       const probe = ([host, port]) => new Promise((resolve) => {
         const s = net.connect({ host, port, timeout: 3000 });
@@ -129,16 +149,16 @@ describe.skipIf(why !== null)(`the compose sandbox, offline${why ? ` (skipped: $
     for (const outcome of others) expect(outcome).not.toBe('open');
   });
 
-  it("the agent's environment and files hold no key", () => {
-    const r = compose(['run', '--rm', '--no-deps', '-T', '--entrypoint', 'sh', 'agent', '-c', 'env; test ! -e /run/secrets && echo no-secrets-mounted']);
+  it("the agent's environment and files hold no key", async () => {
+    const r = await compose(['run', '--rm', '--no-deps', '-T', '--entrypoint', 'sh', 'agent', '-c', 'env; test ! -e /run/secrets && echo no-secrets-mounted']);
     expect(r.code, r.stderr).toBe(0);
     expect(r.stdout).toContain('API_PROXY_URL=http://api-proxy:10000/v1');
     expect(r.stdout).not.toMatch(/OPENAI_API_KEY|sk-proj-/);
     expect(r.stdout).toContain('no-secrets-mounted');
   });
 
-  it('a request from the agent reaches the fake upstream with the key the sidecar holds', () => {
-    const r = inAgent(`
+  it('a request from the agent reaches the fake upstream with the key the sidecar holds', async () => {
+    const r = await inAgent(`
       fetch('http://api-proxy:10000/v1/responses', {
         method: 'POST',
         headers: { 'content-type': 'application/json', authorization: 'Bearer sk-agent-has-no-key' },
@@ -149,32 +169,32 @@ describe.skipIf(why !== null)(`the compose sandbox, offline${why ? ` (skipped: $
     const [status, requestId, object] = r.stdout.trim().split('\n').at(-1)!.split(' ');
     expect(status).toBe('200');
     expect(object).toBe('response');
-    const seen = compose(['logs', '--no-color', 'fake-upstream']).stdout;
+    const seen = (await compose(['logs', '--no-color', 'fake-upstream'])).stdout;
     expect(seen).toContain(JSON.stringify({ method: 'POST', path: '/v1/responses', websocket: false, bearer: fingerprint(key) }));
-    expect(compose(['logs', '--no-color', 'api-proxy']).stdout).toContain(requestId);
+    expect((await compose(['logs', '--no-color', 'api-proxy'])).stdout).toContain(requestId);
   });
 
-  it('the real Codex CLI in the agent container completes a turn through sidecar, Squid and fake upstream', () => {
-    const r = timed('codex', () => compose(['run', '--rm', '--no-deps', '-T', 'agent'], 120_000));
+  it('the real Codex CLI in the agent container completes a turn through sidecar, Squid and fake upstream', async () => {
+    const r = await timed('codex', () => compose(['run', '--rm', '--no-deps', '-T', 'agent'], 120_000));
     expect(r.code, r.stderr.slice(-2000)).toBe(0);
     expect(agentMessage(r.stdout)).toBe(FAKE_TEXT);
     // Codex's default transport: the Responses WebSocket, carrying the sidecar's key.
-    expect(compose(['logs', '--no-color', 'fake-upstream']).stdout).toContain(JSON.stringify({ method: 'GET', path: '/v1/responses', websocket: true, bearer: fingerprint(key) }));
-    expect(compose(['logs', '--no-color', 'squid']).stdout).toMatch(/"method":"CONNECT","url":"api.openai.test:443","status":"200"/);
+    expect((await compose(['logs', '--no-color', 'fake-upstream'])).stdout).toContain(JSON.stringify({ method: 'GET', path: '/v1/responses', websocket: true, bearer: fingerprint(key) }));
+    expect((await compose(['logs', '--no-color', 'squid'])).stdout).toMatch(/"method":"CONNECT","url":"api.openai.test:443","status":"200"/);
   });
 
-  it('stops on SIGTERM with exit 0 (drained, not killed at the grace period), and down leaves nothing behind', () => {
-    const id = container('api-proxy');
-    const stop = timed('stop', () => compose(['stop', 'api-proxy'], 60_000));
+  it('stops on SIGTERM with exit 0 (drained, not killed at the grace period), and down leaves nothing behind', async () => {
+    const id = await container('api-proxy');
+    const stop = await timed('stop', () => compose(['stop', 'api-proxy'], 60_000));
     expect(stop.code, stop.stderr).toBe(0);
-    expect(inspect(id, '{{.State.ExitCode}}')).toBe('0');
-    stackLogs = compose(['logs', '--no-color']).stdout;
+    expect(await inspect(id, '{{.State.ExitCode}}')).toBe('0');
+    stackLogs = (await compose(['logs', '--no-color'])).stdout;
     expect(stackLogs).toMatch(/"msg":"draining"/);
-    const down = timed('down', () => compose(['down', '-v', '--remove-orphans'], 120_000));
+    const down = await timed('down', () => compose(['down', '-v', '--remove-orphans'], 120_000));
     expect(down.code, down.stderr).toBe(0);
-    const left = sh('docker', ['ps', '-a', '-q', '--filter', `label=com.docker.compose.project=${project}`]).stdout.trim();
+    const left = (await sh('docker', ['ps', '-a', '-q', '--filter', `label=com.docker.compose.project=${project}`])).stdout.trim();
     expect(left).toBe('');
-    expect(sh('docker', ['network', 'ls', '-q', '--filter', `label=com.docker.compose.project=${project}`]).stdout.trim()).toBe('');
-    expect(sh('docker', ['volume', 'ls', '-q', '--filter', `label=com.docker.compose.project=${project}`]).stdout.trim()).toBe('');
+    expect((await sh('docker', ['network', 'ls', '-q', '--filter', `label=com.docker.compose.project=${project}`])).stdout.trim()).toBe('');
+    expect((await sh('docker', ['volume', 'ls', '-q', '--filter', `label=com.docker.compose.project=${project}`])).stdout.trim()).toBe('');
   });
 });
