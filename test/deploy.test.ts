@@ -45,8 +45,11 @@ describe('Kubernetes manifests (deploy/kubernetes)', () => {
     expect(sidecar!.readinessProbe?.httpGet?.path).toBe('/readyz');
     // The agent starts only once the sidecar is ready (native sidecars gate on the startup probe).
     expect(sidecar!.startupProbe?.httpGet?.path).toBe('/readyz');
+    // The kubelet probes from the node, on the pod's address: a probe host or a loopback-only listener would miss.
+    for (const probe of [sidecar!.livenessProbe, sidecar!.readinessProbe, sidecar!.startupProbe]) expect(probe?.httpGet?.host).toBeUndefined();
     const env = Object.fromEntries(sidecar!.env!.map((e) => [e.name, e.value]));
     expect(env.HTTPS_PROXY).toBe('http://squid:3128');
+    expect(env.HOST ?? '0.0.0.0').toBe('0.0.0.0');
     expect(env.OPENAI_API_KEY).toBeUndefined();
     const keyMount = sidecar!.volumeMounts!.find((m) => env.OPENAI_API_KEY_FILE!.startsWith(`${m.mountPath}/`))!;
     expect(pod.volumes.find((v: Doc) => v.name === keyMount.name).secret.secretName).toBe('openai-api-key');
