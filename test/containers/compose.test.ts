@@ -111,6 +111,23 @@ describe.skipIf(why !== null)(`the compose sandbox, offline${why ? ` (skipped: $
     expect(both.code, both.stderr).toBe(0);
   });
 
+  it('builds a sidecar image that runs as node, sets REQUIRE_EGRESS_PROXY, and fails fast without a key or a proxy', async () => {
+    expect(await inspect('api-proxy:local', '{{.Config.User}}')).toBe('node');
+    expect(await inspect('api-proxy:local', '{{json .Config.ExposedPorts}}')).toBe('{"10000/tcp":{}}');
+    expect(await inspect('api-proxy:local', '{{json .Config.Env}}')).toContain('REQUIRE_EGRESS_PROXY=true');
+    expect(await inspect('api-proxy:local', '{{json .Config.Healthcheck.Test}}')).toBe('["CMD","node","dist/src/healthcheck.js"]');
+    const noKey = await sh('docker', ['run', '--rm', '--read-only', '--network', 'none', 'api-proxy:local']);
+    expect(noKey.code).toBe(78);
+    expect(noKey.stderr.trim().split('\n')).toEqual(['api-proxy: configuration error: OPENAI_API_KEY: is missing (set it, or OPENAI_API_KEY_FILE)']);
+    const noProxy = await sh('docker', ['run', '--rm', '--read-only', '--network', 'none', '-e', `OPENAI_API_KEY=${key}`, 'api-proxy:local']);
+    expect(noProxy.code).toBe(78);
+    expect(noProxy.stderr).toMatch(/^api-proxy: configuration error: REQUIRE_EGRESS_PROXY/);
+    expect(noProxy.stderr + noProxy.stdout).not.toContain(key.slice(8, 16));
+    const config = await sh('docker', ['run', '--rm', '--network', 'none', 'api-proxy:local', 'codex-config', '--base-url', 'http://api-proxy:10000/v1']);
+    expect(config.code, config.stderr).toBe(0);
+    expect(config.stdout).toContain('base_url = "http://api-proxy:10000/v1"');
+  });
+
   it('runs the sidecar as a non-root user on a read-only root filesystem, with no capabilities', async () => {
     const id = await container('api-proxy');
     expect(await inspect(id, '{{.Config.User}}')).toBe('node');
