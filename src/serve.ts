@@ -48,10 +48,11 @@ let stopping = false;
 async function shutdown(signal: string): Promise<void> {
   if (stopping) return;
   stopping = true;
-  logger.info({ signal, graceMs: config.shutdownGraceMs }, 'draining');
-  logger.flush();
   const drained = app.drain();
   server.close();
+  // Logged once the listener is closed, so the line means new connections are refused.
+  logger.info({ signal, graceMs: config.shutdownGraceMs }, 'draining');
+  logger.flush();
   const finished = await Promise.race([drained.then(() => true), sleep(config.shutdownGraceMs).then(() => false)]);
   logger.info({ finished }, finished ? 'drained; exiting' : 'grace period over; closing what is left');
   server.closeAllConnections();
