@@ -89,10 +89,10 @@ describe.skipIf(why !== null)(`the shipped policy, enforced${why ? ` (skipped: $
     await fake?.close();
   });
 
-  /** Sends one CONNECT straight to Squid; its status code. */
-  const connectTo = (authority: string): Promise<number> =>
+  /** Sends one request head straight to Squid; the status code it answers with. */
+  const squidStatus = (head: string): Promise<number> =>
     new Promise((resolve, reject) => {
-      const s = connect(squid.port, '127.0.0.1', () => s.write(`CONNECT ${authority} HTTP/1.1\r\nHost: ${authority}\r\n\r\n`));
+      const s = connect(squid.port, '127.0.0.1', () => s.write(`${head}\r\n\r\n`));
       s.setEncoding('latin1');
       s.once('data', (d: string) => {
         s.destroy();
@@ -100,6 +100,7 @@ describe.skipIf(why !== null)(`the shipped policy, enforced${why ? ` (skipped: $
       });
       s.on('error', reject);
     });
+  const connectTo = (authority: string): Promise<number> => squidStatus(`CONNECT ${authority} HTTP/1.1\r\nHost: ${authority}`);
 
   it('tunnels the sidecar to an allowlisted domain on 443: the key arrives', async () => {
     fake.received.length = 0;
@@ -126,15 +127,7 @@ describe.skipIf(why !== null)(`the shipped policy, enforced${why ? ` (skipped: $
     expect(await connectTo(`[::1]:443`)).toBe(403);
     expect(await connectTo(`denied.test:443`)).toBe(403);
     // Plain HTTP, even to an allowlisted domain: the key must not cross in clear.
-    const absolute = await new Promise<number>((resolve, reject) => {
-      const s = connect(squid.port, '127.0.0.1', () => s.write(`GET http://${FAKE_HOST}/v1/models HTTP/1.1\r\nHost: ${FAKE_HOST}\r\n\r\n`));
-      s.setEncoding('latin1');
-      s.once('data', (d: string) => {
-        s.destroy();
-        resolve(Number(/^HTTP\/1\.[01] (\d{3})/.exec(d)?.[1]));
-      });
-      s.on('error', reject);
-    });
+    const absolute = await squidStatus(`GET http://${FAKE_HOST}/v1/models HTTP/1.1\r\nHost: ${FAKE_HOST}`);
     expect(absolute).toBe(403);
   });
 
