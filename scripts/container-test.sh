@@ -14,14 +14,8 @@ if [ "$(id -u)" = 0 ]; then
   command -v dockerd >/dev/null || need_apt+=(docker.io)
   command -v docker-compose >/dev/null || need_apt+=(docker-compose)
   command -v debootstrap >/dev/null || need_apt+=(debootstrap)
-  if [ ${#need_apt[@]} -gt 0 ]; then
-    echo "installing ${need_apt[*]} from Debian"
-    apt-get update -qq
-    # policy-rc.d: the packages must not start services; the engine is started below.
-    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
-    rm -f /usr/sbin/policy-rc.d
-  fi
+  # The engine is started below, by hand, not by the package.
+  [ ${#need_apt[@]} -eq 0 ] || bash scripts/apt-install.sh "${need_apt[@]}"
 fi
 
 dockerd_pid=

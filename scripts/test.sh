@@ -17,14 +17,7 @@ command -v ip >/dev/null || need_apt+=(iproute2)
 command -v setpriv >/dev/null || need_apt+=(util-linux)
 [ -x /usr/sbin/nginx ] || need_apt+=(nginx-light)
 command -v shellcheck >/dev/null || need_apt+=(shellcheck)
-if [ ${#need_apt[@]} -gt 0 ]; then
-  echo "installing ${need_apt[*]} from Debian"
-  as_root apt-get update -qq
-  # policy-rc.d keeps the package from starting a system Squid on :3128.
-  as_root sh -c 'printf "#!/bin/sh\nexit 101\n" > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d'
-  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
-  as_root rm -f /usr/sbin/policy-rc.d
-fi
+[ ${#need_apt[@]} -eq 0 ] || as_root bash scripts/apt-install.sh "${need_apt[@]}"
 
 # npm ci when the tree does not match the lock file (a fresh clone has no node_modules).
 if ! npm ls --depth=0 >/dev/null 2>&1; then

@@ -192,7 +192,7 @@ describe('linters', () => {
   const shellcheck = spawnSync('shellcheck', ['--version']).status === 0 ? null : 'shellcheck is not installed (scripts/test.sh installs it)';
   if (shellcheck && process.env.API_PROXY_REQUIRE_ALL === '1') throw new Error(shellcheck);
   it.skipIf(shellcheck !== null)(`shellcheck finds nothing in the shell scripts${shellcheck ? ` (skipped: ${shellcheck})` : ''}`, () => {
-    const scripts = ['.ci/run', 'scripts/test.sh', 'scripts/demo.sh', 'scripts/container-bases.sh', 'scripts/container-test.sh', 'squid/entrypoint.sh', 'agent/entrypoint.sh'];
+    const scripts = ['.ci/run', 'scripts/test.sh', 'scripts/apt-install.sh', 'scripts/demo.sh', 'scripts/container-bases.sh', 'scripts/container-test.sh', 'squid/entrypoint.sh', 'agent/entrypoint.sh'];
     const r = spawnSync('shellcheck', scripts, { cwd: ROOT, encoding: 'utf8' });
     expect(r.stdout).toBe('');
     expect(r.status).toBe(0);
