@@ -1,5 +1,6 @@
-import { execFileSync, spawn } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
+import { run, type Ran } from './run.js';
 
 /**
  * An `agent` network namespace whose only peer is the host end of a veth pair:
@@ -23,11 +24,7 @@ export interface AgentNamespace {
   hostAddress: string;
   agentAddress: string;
   /** Runs a command inside the namespace. */
-  run(
-    command: string,
-    args: string[],
-    opts?: { env?: Record<string, string>; timeoutMs?: number },
-  ): Promise<{ code: number | null; stdout: string; stderr: string }>;
+  run(command: string, args: string[], opts?: { env?: Record<string, string>; timeoutMs?: number }): Promise<Ran>;
   close(): void;
 }
 
@@ -78,21 +75,6 @@ export function createAgentNamespace(): AgentNamespace {
     agentAddress,
     close,
     run: (command, args, opts = {}) =>
-      new Promise((resolve, reject) => {
-        const child = spawn(IP!, ['netns', 'exec', name, command, ...args], {
-          env: opts.env ?? { PATH: process.env.PATH ?? '' },
-          stdio: ['ignore', 'pipe', 'pipe'],
-        });
-        let stdout = '';
-        let stderr = '';
-        child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
-        child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
-        const timer = setTimeout(() => child.kill('SIGKILL'), opts.timeoutMs ?? 60_000);
-        child.on('error', reject);
-        child.on('close', (code) => {
-          clearTimeout(timer);
-          resolve({ code, stdout, stderr });
-        });
-      }),
+      run(IP!, ['netns', 'exec', name, command, ...args], { env: opts.env ?? { PATH: process.env.PATH ?? '' }, timeoutMs: opts.timeoutMs ?? 60_000 }),
   };
 }

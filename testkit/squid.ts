@@ -113,7 +113,7 @@ http_access deny all
   );
   const check = spawnSync(SQUID_BIN, ['-k', 'parse', '-f', conf, '-n', name], { encoding: 'utf8' });
   if (check.status !== 0) throw new Error(`squid.conf does not parse:\n${check.stderr}`);
-  return launch(dir, port, [SQUID_BIN, '-N', '-f', conf, '-n', name], {});
+  return launch(dir, port, [SQUID_BIN, '-N', '-f', conf, '-n', name]);
 }
 
 /** The product's Squid files (squid/), from this file as source (testkit/) or built (dist/testkit/). */
@@ -168,12 +168,12 @@ export async function startProductSquid(opts: ProductSquidOptions): Promise<Squi
 }
 
 /** Runs Squid (directly or through an entrypoint) in the foreground until stopped; restartable. */
-async function launch(dir: string, port: number, command: string[], env: Record<string, string>): Promise<Squid> {
+async function launch(dir: string, port: number, command: string[], env?: Record<string, string>): Promise<Squid> {
   let child: ChildProcess;
   const start = async (): Promise<void> => {
     // Squid must not outlive a test process that is killed: the kernel signals it when we die.
     const argv = SETPRIV ? [SETPRIV, '--pdeathsig', 'KILL', ...command] : command;
-    child = spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', 'ignore', 'pipe'], ...(Object.keys(env).length ? { env } : {}) });
+    child = spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', 'ignore', 'pipe'], env });
     process.once('exit', () => child.kill('SIGKILL'));
     let stderr = '';
     child.stderr?.on('data', (d) => (stderr += d));

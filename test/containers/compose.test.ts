@@ -1,4 +1,3 @@
-import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -8,6 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { fingerprint } from '../../src/key.js';
 import { agentMessage } from '../../testkit/codex.js';
 import { FAKE_TEXT } from '../../testkit/fake-upstream.js';
+import { run, type Ran } from '../../testkit/run.js';
 import { until } from '../../testkit/wait.js';
 
 /**
@@ -16,30 +16,8 @@ import { until } from '../../testkit/wait.js';
  * inside. scripts/container-test.sh provides the engine and the base images.
  */
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
-interface Ran {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-  error?: Error;
-}
-/** Runs a command without blocking the test worker (builds take minutes), bounded by a timeout. */
 const sh = (cmd: string, args: string[], opts: { env?: Record<string, string>; timeoutMs?: number } = {}): Promise<Ran> =>
-  new Promise((resolve) => {
-    const child = spawn(cmd, args, { cwd: ROOT, env: { ...process.env, ...opts.env }, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
-    child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
-    const timer = setTimeout(() => child.kill('SIGKILL'), opts.timeoutMs ?? 120_000);
-    child.on('error', (error) => {
-      clearTimeout(timer);
-      resolve({ code: null, stdout, stderr, error });
-    });
-    child.on('close', (code) => {
-      clearTimeout(timer);
-      resolve({ code, stdout, stderr });
-    });
-  });
+  run(cmd, args, { cwd: ROOT, env: { ...process.env, ...opts.env }, timeoutMs: opts.timeoutMs ?? 120_000 });
 
 const dockerWhy = async (): Promise<string | null> => {
   const info = await sh('docker', ['info', '--format', '{{.ServerVersion}}'], { timeoutMs: 20_000 });
