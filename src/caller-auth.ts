@@ -2,7 +2,7 @@ import { timingSafeEqual } from 'node:crypto';
 import type { IncomingHttpHeaders } from 'node:http';
 
 /** The bearer key a caller presented, wherever SDKs put it. */
-function presented(headers: IncomingHttpHeaders): string | undefined {
+export function presentedKey(headers: IncomingHttpHeaders): string | undefined {
   const auth = headers.authorization;
   if (auth) {
     const m = /^Bearer\s+(\S+)\s*$/i.exec(auth);
@@ -15,7 +15,7 @@ function presented(headers: IncomingHttpHeaders): string | undefined {
 /** True when no token is configured, or the caller presented exactly it. */
 export function callerAllowed(headers: IncomingHttpHeaders, token: string | undefined): boolean {
   if (token === undefined) return true;
-  const got = presented(headers);
+  const got = presentedKey(headers);
   if (got === undefined) return false;
   const a = Buffer.from(got);
   const b = Buffer.from(token);
