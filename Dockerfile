@@ -17,7 +17,7 @@ RUN npx tsc -p tsconfig.build.json
 # A test fixture, not part of the product: the fake OpenAI upstream over TLS.
 FROM build AS fake-upstream
 RUN mkdir /pki && chown node:node /pki
-USER node
+USER 1000:1000
 EXPOSE 443
 CMD ["node", "dist/testkit/fake-upstream-server.js"]
 
@@ -37,8 +37,9 @@ COPY --from=prod-deps /app/node_modules node_modules
 COPY --from=build /src/dist/package.json dist/package.json
 COPY --from=build /src/dist/src dist/src
 # Nothing in /app is writable by the process: with a read-only root filesystem
-# the sidecar needs no writable path at all.
-USER node
+# the sidecar needs no writable path at all. node, by number: Kubernetes can
+# check runAsNonRoot only against a numeric USER.
+USER 1000:1000
 EXPOSE 10000
 # Generous start period: readiness waits for the egress proxy, which may start later.
 HEALTHCHECK --interval=10s --timeout=5s --start-period=30s --retries=3 \

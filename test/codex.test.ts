@@ -1,37 +1,37 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createAgentNamespace, netnsUnavailable, type AgentNamespace } from '../testkit/netns.js';
+import { createAgentNamespace, netnsUnavailable, type Namespace } from '../testkit/netns.js';
 import { agentMessage, CODEX_JS, codexHome } from '../testkit/codex.js';
 import { FAKE_TEXT, type FakeUpstream } from '../testkit/fake-upstream.js';
-import { SQUID_BIN, startProductSquid, type Squid } from '../testkit/squid.js';
+import type { Squid } from '../testkit/squid.js';
 import { FAKE_HOST } from '../testkit/test-ca.js';
-import { startFakeOn443, UPSTREAM_ADDRESS } from './support/egress.js';
+import { shippedEgressUnavailable, startShippedEgress, type ShippedEgress } from './support/egress.js';
 import { startSidecar, TEST_KEY, type Sidecar } from './support/sidecar.js';
 
 /**
  * The real Codex CLI in a network namespace whose only peer is the sidecar:
- * Codex → sidecar → the product's Squid (squid/) → TLS fake upstream on 443.
- * Needs root for the namespace and port 443;
+ * Codex → sidecar → the product's Squid (squid/, in its own namespace) → TLS
+ * fake upstream on 443. Needs root for the namespaces and port 443;
  * CI runs as root and sets API_PROXY_REQUIRE_ALL=1 so this can never be skipped there.
  */
-const why = netnsUnavailable() ?? (SQUID_BIN ? null : 'squid is not installed');
+const why = netnsUnavailable() ?? shippedEgressUnavailable();
 if (why && process.env.API_PROXY_REQUIRE_ALL === '1') throw new Error(`Codex end-to-end test cannot run: ${why}`);
 
 describe.skipIf(why !== null)(`Codex CLI end to end${why ? ` (skipped: ${why})` : ''}`, () => {
-  let ns: AgentNamespace;
+  let ns: Namespace;
+  let egress: ShippedEgress;
   let fake: FakeUpstream;
   let squid: Squid;
   let sidecar: Sidecar;
 
   beforeAll(async () => {
     ns = createAgentNamespace();
-    fake = await startFakeOn443();
-    squid = await startProductSquid({ hosts: { [FAKE_HOST]: UPSTREAM_ADDRESS, 'denied.test': UPSTREAM_ADDRESS }, env: { SQUID_ALLOWED_DOMAINS: FAKE_HOST } });
+    egress = await startShippedEgress({ names: ['denied.test'], env: { SQUID_ALLOWED_DOMAINS: FAKE_HOST } });
+    ({ fake, squid } = egress);
     sidecar = await startSidecar({ UPSTREAM_URL: `https://${FAKE_HOST}`, HTTPS_PROXY: squid.url, REQUIRE_EGRESS_PROXY: 'true' }, ns.hostAddress);
   });
   afterAll(async () => {
     await sidecar?.close();
-    await squid?.stop();
-    await fake?.close();
+    await egress?.close();
     ns?.close();
   });
 
@@ -43,10 +43,11 @@ describe.skipIf(why !== null)(`Codex CLI end to end${why ? ` (skipped: ${why})` 
 
   it('the agent namespace reaches the sidecar and nothing else', async () => {
     expect((await probe(ns.hostAddress, sidecar.port)).stdout.trim()).toBe('open');
-    // The namespace's own loopback holds neither the fake upstream nor Squid.
-    expect((await probe(UPSTREAM_ADDRESS, 443)).stdout.trim()).toBe('ECONNREFUSED');
+    // Squid's host and the upstream are on no route from here.
+    expect((await probe(egress.upstreamAddress, 443)).stdout.trim()).toBe('ENETUNREACH');
+    expect((await probe(squid.host, squid.port)).stdout.trim()).toBe('ENETUNREACH');
+    // The namespace's own loopback holds neither; through the veth, only the sidecar's port answers.
     expect((await probe('127.0.0.1', squid.port)).stdout.trim()).toBe('ECONNREFUSED');
-    // Through the veth, only the sidecar's port answers: Squid listens on the host's loopback alone.
     expect((await probe(ns.hostAddress, squid.port)).stdout.trim()).toBe('ECONNREFUSED');
     expect((await probe(ns.hostAddress, 443)).stdout.trim()).toBe('ECONNREFUSED');
     expect((await probe('1.1.1.1', 443)).stdout.trim()).toBe('ENETUNREACH');

@@ -3,13 +3,17 @@ import { existsSync } from 'node:fs';
 import { run, type Ran } from './run.js';
 
 /**
- * An `agent` network namespace whose only peer is the host end of a veth pair:
- * the sidecar listens there. Loopback services on the host (Squid, the fake
- * upstream) and everything else are out of its reach, as in the product's
- * sandbox. Needs root and iproute2.
+ * Network namespaces joined to this host by a veth pair, a /30 each: the
+ * namespace's only peer is the host end. Needs root and iproute2.
+ * - agent: the agent's sandbox. The sidecar listens on the host end; loopback
+ *   services on the host (Squid, the fake upstream) and everything else are
+ *   out of its reach, as in the product's sandbox.
+ * - egress: Squid's host. Its subnet is in 198.18.0.0/15 (RFC 2544's range for
+ *   testing network devices), outside every range Squid refuses to tunnel to,
+ *   so the fake upstream on the host end stands where the public API would.
  */
 
-const IP = ['/usr/sbin/ip', '/sbin/ip', '/usr/bin/ip'].find((p) => existsSync(p));
+export const IP = ['/usr/sbin/ip', '/sbin/ip', '/usr/bin/ip'].find((p) => existsSync(p));
 
 /** Why namespaces cannot be made here, or null when they can. */
 export function netnsUnavailable(): string | null {
@@ -18,13 +22,16 @@ export function netnsUnavailable(): string | null {
   return null;
 }
 
-export interface AgentNamespace {
+export interface Namespace {
   name: string;
-  /** The host end: where the sidecar listens for the agent. */
+  /** The host end of the veth pair. */
   hostAddress: string;
-  agentAddress: string;
+  /** The namespace's end. */
+  peerAddress: string;
   /** Runs a command inside the namespace. */
   run(command: string, args: string[], opts?: { env?: Record<string, string>; timeoutMs?: number }): Promise<Ran>;
+  /** argv that runs `command` inside the namespace, for callers that spawn it themselves. */
+  argv(command: string[]): string[];
   close(): void;
 }
 
@@ -32,16 +39,19 @@ const ip = (...args: string[]): void => {
   execFileSync(IP!, args, { stdio: ['ignore', 'ignore', 'pipe'] });
 };
 
-export function createAgentNamespace(): AgentNamespace {
+const NETWORKS = { agent: '10.213', egress: '198.18' } as const;
+
+function createNamespace(role: keyof typeof NETWORKS): Namespace {
   const why = netnsUnavailable();
   if (why) throw new Error(why);
-  // Distinct per process, so parallel runs do not collide; a /30 in the test range of this host only.
+  // Distinct per process and role, so parallel test files do not collide.
   const n = process.pid % 250;
-  const name = `apxagent${process.pid}`;
-  const host = `apxh${process.pid}`.slice(0, 15);
-  const peer = `apxa${process.pid}`.slice(0, 15);
-  const hostAddress = `10.213.${n}.1`;
-  const agentAddress = `10.213.${n}.2`;
+  const tag = `apx${role[0]}${process.pid}`;
+  const name = `${tag}ns`;
+  const host = `${tag}h`.slice(0, 15);
+  const peer = `${tag}p`.slice(0, 15);
+  const hostAddress = `${NETWORKS[role]}.${n}.1`;
+  const peerAddress = `${NETWORKS[role]}.${n}.2`;
   const close = (): void => {
     try {
       ip('netns', 'del', name);
@@ -61,7 +71,7 @@ export function createAgentNamespace(): AgentNamespace {
     ip('link', 'set', peer, 'netns', name);
     ip('addr', 'add', `${hostAddress}/30`, 'dev', host);
     ip('link', 'set', host, 'up');
-    ip('netns', 'exec', name, 'ip', 'addr', 'add', `${agentAddress}/30`, 'dev', peer);
+    ip('netns', 'exec', name, 'ip', 'addr', 'add', `${peerAddress}/30`, 'dev', peer);
     ip('netns', 'exec', name, 'ip', 'link', 'set', peer, 'up');
     ip('netns', 'exec', name, 'ip', 'link', 'set', 'lo', 'up');
   } catch (err) {
@@ -69,12 +79,19 @@ export function createAgentNamespace(): AgentNamespace {
     throw err;
   }
 
+  const argv = (command: string[]): string[] => [IP!, 'netns', 'exec', name, ...command];
   return {
     name,
     hostAddress,
-    agentAddress,
+    peerAddress,
     close,
-    run: (command, args, opts = {}) =>
-      run(IP!, ['netns', 'exec', name, command, ...args], { env: opts.env ?? { PATH: process.env.PATH ?? '' }, timeoutMs: opts.timeoutMs ?? 60_000 }),
+    argv,
+    run: (command, args, opts = {}) => {
+      const [bin, ...rest] = argv([command, ...args]);
+      return run(bin!, rest, { env: opts.env ?? { PATH: process.env.PATH ?? '' }, timeoutMs: opts.timeoutMs ?? 60_000 });
+    },
   };
 }
+
+export const createAgentNamespace = (): Namespace => createNamespace('agent');
+export const createEgressNamespace = (): Namespace => createNamespace('egress');

@@ -4,6 +4,7 @@ import { createServer, connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import type { Namespace } from './netns.js';
 import { until } from './wait.js';
 
 /**
@@ -16,7 +17,9 @@ export const SQUID_BIN = ['/usr/sbin/squid', '/usr/local/sbin/squid'].find((p) =
 const SETPRIV = ['/usr/bin/setpriv', '/bin/setpriv'].find((p) => existsSync(p));
 
 export interface Squid {
+  /** The proxy URL a sidecar uses, credentials included when Squid wants them. */
   url: string;
+  host: string;
   port: number;
   /** Access log lines written so far (Squid logs a tunnel when it closes). */
   accessLog(): string[];
@@ -113,7 +116,7 @@ http_access deny all
   );
   const check = spawnSync(SQUID_BIN, ['-k', 'parse', '-f', conf, '-n', name], { encoding: 'utf8' });
   if (check.status !== 0) throw new Error(`squid.conf does not parse:\n${check.stderr}`);
-  return launch(dir, port, [SQUID_BIN, '-N', '-f', conf, '-n', name]);
+  return launch(dir, { host: '127.0.0.1', port, auth: '' }, [SQUID_BIN, '-N', '-f', conf, '-n', name]);
 }
 
 /** The product's Squid files (squid/), from this file as source (testkit/) or built (dist/testkit/). */
@@ -122,53 +125,73 @@ export const PRODUCT_SQUID_CONF = join(PRODUCT_SQUID_DIR, 'squid.conf');
 export const SQUID_ENTRYPOINT = join(PRODUCT_SQUID_DIR, 'entrypoint.sh');
 
 /**
- * The product's squid.conf, moved from the container onto loopback: its port,
- * log destinations and allowlist path change, and names resolve from a hosts
- * file (no DNS here). The policy lines are left exactly as shipped; a line this
- * expects and does not find fails loudly, so the two cannot drift apart.
+ * The product's squid.conf, moved from the container into a test directory: its
+ * log destinations and the paths of what the entrypoint writes change, and names
+ * resolve from a hosts file (no DNS here). The port and the policy lines are left
+ * exactly as shipped; a line this expects and does not find fails loudly, so the
+ * two cannot drift apart.
  */
-export function productSquidConf(dir: string, port: number, hosts: Record<string, string>): string {
+export function productSquidConf(dir: string, hosts: Record<string, string>): string {
   let conf = readFileSync(PRODUCT_SQUID_CONF, 'utf8');
   const swap = (from: string, to: string): void => {
     if (!conf.includes(from)) throw new Error(`squid/squid.conf no longer holds ${JSON.stringify(from)}: update productSquidConf`);
     conf = conf.replace(from, to);
   };
-  swap('\nhttp_port 3128\n', `\nhttp_port 127.0.0.1:${port}\n`);
   swap('"/run/squid/allowed-domains"', `"${dir}/allowed-domains"`);
+  swap('\ninclude /run/squid/auth.conf\n', `\ninclude ${dir}/auth.conf\n`);
   // The container's stdout and stderr are pipes Squid can reopen; a test's are not.
   swap('access_log stdio:/dev/stdout ', `access_log stdio:${dir}/access.log `);
   swap('cache_log stdio:/dev/stderr', `cache_log ${dir}/cache.log`);
   return `${conf}\nhosts_file ${hostsFile(dir, hosts)}\ndns_nameservers 127.0.0.1\ndns_timeout 2 seconds\n`;
 }
 
+/** The proxy password the product's Squid gets in tests, unless one names another. */
+export const TEST_PROXY_PASSWORD = 'pw-Hq3vTz8KmWx2RcYj5NbLsFd';
+export const TEST_PROXY_USER = 'api-proxy';
+/** Debian's proxy user, as which the image runs Squid (USER 13:13). */
+const PROXY_UID = '13';
+
 export interface ProductSquidOptions {
   hosts: Record<string, string>;
-  /** The container's environment: SQUID_ALLOWED_DOMAINS. */
+  /** The container's environment: SQUID_ALLOWED_DOMAINS, SQUID_PROXY_PASSWORD, SQUID_AUTH, … */
   env?: Record<string, string>;
   /** Contents of the mounted allowlist file, when one is mounted. */
   allowlist?: string;
-  port?: number;
 }
 
-/** Where the product's entrypoint reads and writes, for a run on this machine. */
+/** Where the product's entrypoint reads and writes, for a run on this machine; the test password unless `env` says otherwise. */
 export function productSquidEnv(dir: string, conf: string, opts: Pick<ProductSquidOptions, 'env' | 'allowlist'>): Record<string, string> {
   const allowlistFile = join(dir, 'allowlist.txt');
   if (opts.allowlist !== undefined) writeFileSync(allowlistFile, opts.allowlist);
-  return { PATH: `${process.env.PATH ?? ''}:/usr/sbin:/sbin`, SQUID_CONF: conf, SQUID_RUN_DIR: dir, SQUID_ALLOWLIST_FILE: allowlistFile, ...opts.env };
+  return {
+    PATH: `${process.env.PATH ?? ''}:/usr/sbin:/sbin`,
+    SQUID_CONF: conf,
+    SQUID_RUN_DIR: dir,
+    SQUID_ALLOWLIST_FILE: allowlistFile,
+    SQUID_PROXY_PASSWORD: TEST_PROXY_PASSWORD,
+    ...opts.env,
+  };
 }
 
-/** The product's Squid (squid/entrypoint.sh and squid/squid.conf) on loopback. */
-export async function startProductSquid(opts: ProductSquidOptions): Promise<Squid> {
+/**
+ * The product's Squid (squid/entrypoint.sh and squid/squid.conf) as the image
+ * runs it: as user proxy, on port 3128, here inside `netns` (its own host).
+ */
+export async function startProductSquid(netns: Namespace, opts: ProductSquidOptions): Promise<Squid> {
   if (!SQUID_BIN) throw new Error('squid is not installed (apt-get install squid)');
+  if (!SETPRIV) throw new Error('setpriv is not installed (apt-get install util-linux)');
   const dir = squidDir();
-  const port = opts.port ?? (await freePort());
   const conf = join(dir, 'squid.conf');
-  writeFileSync(conf, productSquidConf(dir, port, opts.hosts));
-  return launch(dir, port, [SQUID_ENTRYPOINT, '-n', `apiproxyproduct${port}`], productSquidEnv(dir, conf, opts));
+  writeFileSync(conf, productSquidConf(dir, opts.hosts));
+  const env = productSquidEnv(dir, conf, opts);
+  const command = netns.argv([SETPRIV, '--reuid', PROXY_UID, '--regid', PROXY_UID, '--clear-groups', SQUID_ENTRYPOINT, '-n', `apiproxyproduct${process.pid}`]);
+  const auth = env.SQUID_AUTH === 'off' ? '' : `${env.SQUID_PROXY_USER ?? TEST_PROXY_USER}:${encodeURIComponent(env.SQUID_PROXY_PASSWORD ?? '')}@`;
+  return launch(dir, { host: netns.peerAddress, port: 3128, auth }, command, env);
 }
 
 /** Runs Squid (directly or through an entrypoint) in the foreground until stopped; restartable. */
-async function launch(dir: string, port: number, command: string[], env?: Record<string, string>): Promise<Squid> {
+async function launch(dir: string, at: { host: string; port: number; auth: string }, command: string[], env?: Record<string, string>): Promise<Squid> {
+  const { host, port } = at;
   let child: ChildProcess;
   const start = async (): Promise<void> => {
     // Squid must not outlive a test process that is killed: the kernel signals it when we die.
@@ -181,7 +204,7 @@ async function launch(dir: string, port: number, command: string[], env?: Record
       child.once('exit', (code) => reject(new Error(`squid exited (${code}) before listening:\n${stderr}`))),
     );
     exited.catch(() => undefined);
-    await Promise.race([waitForPort(port), exited]);
+    await Promise.race([waitForPort(port, host), exited]);
   };
   const stop = async (): Promise<void> => {
     if (child.exitCode !== null || child.signalCode !== null) return;
@@ -195,10 +218,12 @@ async function launch(dir: string, port: number, command: string[], env?: Record
 
   const accessLog = (): string[] => {
     const file = join(dir, 'access.log');
-    return existsSync(file) ? readFileSync(file, 'utf8').split('\n').filter(Boolean) : [];
+    // Strict: a log line that is not UTF-8 fails the reader, as it would a JSON consumer.
+    return existsSync(file) ? new TextDecoder('utf-8', { fatal: true }).decode(readFileSync(file)).split('\n').filter(Boolean) : [];
   };
   return {
-    url: `http://127.0.0.1:${port}`,
+    url: `http://${at.auth}${host}:${port}`,
+    host,
     port,
     accessLog,
     connects: () => accessLog().filter((l) => / CONNECT |"method":"CONNECT"/.test(l)),

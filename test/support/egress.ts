@@ -1,17 +1,53 @@
 import { startFakeUpstream, type FakeUpstream } from '../../testkit/fake-upstream.js';
+import { createEgressNamespace, netnsUnavailable, type Namespace } from '../../testkit/netns.js';
+import { SQUID_BIN, startProductSquid, type ProductSquidOptions, type Squid } from '../../testkit/squid.js';
 import { FAKE_HOST } from '../../testkit/test-ca.js';
 import { testPki } from './sidecar.js';
 
+/** Why the shipped egress cannot run here, or null when it can. */
+export const shippedEgressUnavailable = (): string | null => netnsUnavailable() ?? (SQUID_BIN ? null : 'squid is not installed');
+
+export interface ShippedEgress {
+  /** Squid's host: Squid listens on its 3128, the fake upstream on the host end's 443. */
+  ns: Namespace;
+  fake: FakeUpstream;
+  squid: Squid;
+  /** Where FAKE_HOST (and `names`) resolve for Squid: a public-range address, as api.openai.com's is. */
+  upstreamAddress: string;
+  close(): Promise<void>;
+}
+
 /**
- * The product's Squid tunnels to port 443 only, so a fake upstream behind it must
- * listen on 443: on a loopback address of this process's own (all of 127/8 is
- * loopback) so parallel test files do not collide. Binding 443 needs root.
+ * The product's Squid (squid/, as shipped) in a namespace of its own, in front
+ * of the TLS fake upstream on port 443 (the only port Squid tunnels to) at an
+ * address outside every range Squid refuses. FAKE_HOST and each of `names`
+ * resolve to the fake; `hosts` adds other names. Needs root.
  */
-export const UPSTREAM_ADDRESS = `127.43.${Math.floor(process.pid / 250) % 250}.${(process.pid % 250) + 1}`;
-
-/** Why the fake cannot take port 443 here, or null when it can. */
-export const port443Unavailable = (): string | null => (process.getuid?.() === 0 ? null : 'binding port 443 needs root');
-
-export function startFakeOn443(): Promise<FakeUpstream> {
-  return startFakeUpstream({ pki: testPki(), listenHost: UPSTREAM_ADDRESS, port: 443, hostname: FAKE_HOST, keepAliveTimeoutMs: 60_000 });
+export async function startShippedEgress(
+  opts: { names?: string[]; hosts?: Record<string, string> } & Omit<ProductSquidOptions, 'hosts'>,
+): Promise<ShippedEgress> {
+  const ns = createEgressNamespace();
+  const upstreamAddress = ns.hostAddress;
+  let fake: FakeUpstream | undefined;
+  try {
+    fake = await startFakeUpstream({ pki: testPki(), listenHost: upstreamAddress, port: 443, hostname: FAKE_HOST, keepAliveTimeoutMs: 60_000 });
+    const names = Object.fromEntries([FAKE_HOST, ...(opts.names ?? [])].map((n) => [n, upstreamAddress]));
+    const squid = await startProductSquid(ns, { ...opts, hosts: { ...names, ...opts.hosts } });
+    const started = fake;
+    return {
+      ns,
+      fake: started,
+      squid,
+      upstreamAddress,
+      close: async () => {
+        await squid.stop();
+        await started.close();
+        ns.close();
+      },
+    };
+  } catch (err) {
+    await fake?.close();
+    ns.close();
+    throw err;
+  }
 }
