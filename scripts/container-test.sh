@@ -37,6 +37,8 @@ if [ "$(id -u)" = 0 ] && command -v dockerd >/dev/null && ! docker info >/dev/nu
 fi
 
 if docker info >/dev/null 2>&1; then
+  # Said in the log: the DNS isolation of the agent's network holds only on a fixed engine.
+  bash scripts/engine-check.sh
   started=$(date +%s)
   bash scripts/container-bases.sh
   echo "base images ready in $(( $(date +%s) - started )) s"

@@ -93,8 +93,11 @@ export function tunnelConnector(proxy: URL, timeoutMs: number): Connector {
 }
 
 function egressRefusal(status: number, authority: string): ProxyError {
-  if (status === 403 || status === 407) {
-    return new ProxyError('egress_denied', `The egress proxy refused the connection to ${authority} (${status}).`);
+  if (status === 403) {
+    return new ProxyError('egress_denied', `The egress proxy refused the connection to ${authority} (403).`);
+  }
+  if (status === 407) {
+    return new ProxyError('egress_denied', 'The egress proxy wants credentials it was not given (407): check the user and password in HTTPS_PROXY.');
   }
   if (status === 504) {
     return new ProxyError('upstream_timeout', `The egress proxy timed out connecting to ${authority}.`);

