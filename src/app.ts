@@ -3,16 +3,20 @@ import type { Duplex } from 'node:stream';
 import { callerAllowed } from './caller-auth.js';
 import type { Config } from './config.js';
 import { ProxyError, sendError } from './errors.js';
-import { Exchange, ExchangeTracker } from './exchange.js';
-import { declaredTooLarge, forward, type ForwardDeps } from './forward.js';
+import { CALLER_CLOSED, Exchange, ExchangeTracker } from './exchange.js';
+import { declaredTooLarge, forward, MAX_INSPECT_BYTES, type ForwardDeps } from './forward.js';
 import { upstreamRequestHeaders } from './headers.js';
 import { isReserved, reservedHandler } from './health.js';
 import type { KeyReloadResult, KeyStore } from './key.js';
+import { Ledger } from './ledger.js';
 import type { Logger } from './logger.js';
 import { createMetrics, routeFamily, type Metrics } from './metrics.js';
+import { ModelPolicy } from './model-policy.js';
+import { readModelBody } from './request-body.js';
 import { upstreamPath } from './target.js';
 import { createUpstreamAgent } from './tunnel.js';
 import { rejectUpgrade, tunnelUpgrade } from './upgrade.js';
+import type { WsPolicy } from './ws-session.js';
 
 export interface AppDeps {
   logger: Logger;
@@ -29,6 +33,8 @@ export interface ProxyApp {
   onConnect: (req: IncomingMessage, socket: Duplex) => void;
   keyStore: KeyStore;
   metrics: Metrics;
+  /** What the agent has spent, and its budget. */
+  ledger: Ledger;
   /** Re-reads the key file (SIGHUP); a bad new key keeps the old one. */
   reloadKey: () => KeyReloadResult;
   /** Readiness turns 503 and new exchanges get `draining`; resolves when the open ones are done. */
@@ -46,6 +52,8 @@ export function createApp(config: Config, deps: AppDeps): ProxyApp {
   const agent = createUpstreamAgent(config);
   const http = new ExchangeTracker(metrics, logger, 'http');
   const websockets = new ExchangeTracker(metrics, logger, 'websocket');
+  const ledger = new Ledger({ maxTokens: config.maxTokens, maxRequests: config.maxRequests, usageLogFile: config.usageLogFile, metrics, logger });
+  const models = config.allowedModels ? new ModelPolicy(config.allowedModels) : null;
   let draining = false;
 
   const upstream: ForwardDeps = {
@@ -53,11 +61,14 @@ export function createApp(config: Config, deps: AppDeps): ProxyApp {
     upstreamUrl: config.upstreamUrl,
     idleTimeoutMs: config.idleTimeoutMs,
     maxBodyBytes: config.maxBodyBytes,
+    basePath: config.basePath,
+    ledger,
     metrics,
     logger,
     keyFingerprint: () => keyStore.fingerprint,
     currentKey: () => keyStore.key,
   };
+  const wsPolicy: WsPolicy = { ledger, models, maxMessageBytes: config.maxBodyBytes, maxInspectBytes: MAX_INSPECT_BYTES, logger };
 
   /**
    * The checks every exchange passes before anything goes upstream, in order.
@@ -74,10 +85,25 @@ export function createApp(config: Config, deps: AppDeps): ProxyApp {
     if (declaredTooLarge(ex.req.headers, config.maxBodyBytes)) {
       throw new ProxyError('body_too_large', `The request body is over ${config.maxBodyBytes} bytes.`);
     }
+    ledger.admit(false); // spent: refused before anything is read or sent
     return path;
   }
 
-  const reserved = reservedHandler({ config, keyStore, metrics, isDraining: () => draining, startedAt: Date.now() });
+  /** What MAX_REQUESTS counts: every forwarded request but GET and HEAD. */
+  const counts = (method: string | undefined): boolean => method !== 'GET' && method !== 'HEAD';
+
+  function refuse(ex: Exchange, res: ServerResponse, err: unknown): void {
+    if (!(err instanceof ProxyError)) {
+      // The caller went away while its body was read.
+      ex.end({ status: CALLER_CLOSED, cause: err });
+      return;
+    }
+    // Unread bodies stay on the socket: close it rather than parse them as a next request.
+    sendError(res, err, ex.id, true);
+    ex.end({ status: err.status, code: err.code });
+  }
+
+  const reserved = reservedHandler({ config, keyStore, metrics, ledger, isDraining: () => draining, startedAt: Date.now() });
 
   function handler(req: IncomingMessage, res: ServerResponse): void {
     if (isReserved(req)) {
@@ -89,13 +115,31 @@ export function createApp(config: Config, deps: AppDeps): ProxyApp {
     try {
       path = admit(ex);
     } catch (err) {
-      const error = err as ProxyError;
-      // Unread bodies stay on the socket: close it rather than parse them as a next request.
-      sendError(res, error, ex.id, true);
-      ex.end({ status: error.status, code: error.code });
+      refuse(ex, res, err);
       return;
     }
-    forward(upstream, ex, res, path, upstreamRequestHeaders(req.rawHeaders, keyStore.key, ex.id));
+    const send = (body?: Buffer): void => {
+      ledger.admit(counts(req.method));
+      forward(upstream, ex, res, path, upstreamRequestHeaders(req.rawHeaders, keyStore.key, ex.id), body);
+    };
+    if (!models) {
+      try {
+        send();
+      } catch (err) {
+        refuse(ex, res, err);
+      }
+      return;
+    }
+    // The model is read from the body, so the body is held until it is checked (within MAX_BODY_BYTES).
+    readModelBody(req, config.maxBodyBytes, config.idleTimeoutMs)
+      .then((held) => {
+        if (held) {
+          models.check(held.json);
+          ex.bytesIn = held.raw.length;
+        }
+        send(held?.raw);
+      })
+      .catch((err: unknown) => refuse(ex, res, err));
   }
 
   function onUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
@@ -110,7 +154,7 @@ export function createApp(config: Config, deps: AppDeps): ProxyApp {
       ex.end({ status: error.status, code: error.code });
       return;
     }
-    tunnelUpgrade(upstream, ex, socket, head, path, upstreamRequestHeaders(req.rawHeaders, keyStore.key, ex.id));
+    tunnelUpgrade(upstream, wsPolicy, ex, socket, head, path, upstreamRequestHeaders(req.rawHeaders, keyStore.key, ex.id));
   }
 
   function noteReload(result: KeyReloadResult): KeyReloadResult {
@@ -143,6 +187,7 @@ export function createApp(config: Config, deps: AppDeps): ProxyApp {
     onConnect,
     keyStore,
     metrics,
+    ledger,
     reloadKey: () => noteReload(keyStore.reload()),
     drain: async () => {
       draining = true;
@@ -150,7 +195,7 @@ export function createApp(config: Config, deps: AppDeps): ProxyApp {
     },
     close: async () => {
       keyStore.close();
-      await agent.close();
+      await Promise.all([agent.close(), ledger.close()]);
     },
   };
 }

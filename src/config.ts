@@ -1,3 +1,4 @@
+import { closeSync, openSync } from 'node:fs';
 import { bool, cleanEnv, host, makeValidator, port, str, EnvError } from 'envalid';
 import { parseKey, readKeyFile, type KeySource } from './key.js';
 
@@ -20,6 +21,13 @@ export interface Config {
   readonly idleTimeoutMs: number;
   readonly shutdownGraceMs: number;
   readonly proxyAuthToken: string | undefined;
+  /** The token budget (input + output), or null for none. */
+  readonly maxTokens: number | null;
+  /** The request budget, or null for none. */
+  readonly maxRequests: number | null;
+  /** Model names and `*` globs; null allows any model. */
+  readonly allowedModels: readonly string[] | null;
+  readonly usageLogFile: string | undefined;
 }
 
 /** A bad setting: `message` names the variable and never holds a secret's value. */
@@ -80,6 +88,17 @@ const positive = makeValidator<number>((raw) => {
   return n;
 });
 
+// A model name or glob: what OpenAI's names hold (gpt-5.5, ft:gpt-4o:org:x:id, o4-mini), plus `*`.
+const MODEL_PATTERN = /^[A-Za-z0-9._:/*-]{1,128}$/;
+
+const modelList = makeValidator<string[]>((raw) => {
+  const entries = raw.split(',').map((e) => e.trim());
+  if (entries.every((e) => e === '')) throw new EnvError('is set but names no model');
+  const bad = entries.find((e) => !MODEL_PATTERN.test(e));
+  if (bad !== undefined) throw new EnvError(`"${bad}" is not a model name or glob (letters, digits, . _ : / - and *)`);
+  return entries;
+});
+
 const SPECS = {
   OPENAI_API_KEY: secretKey({ default: undefined }),
   OPENAI_API_KEY_FILE: str({ default: undefined }),
@@ -100,6 +119,10 @@ const SPECS = {
   UPSTREAM_IDLE_TIMEOUT_MS: positive({ default: 300_000 }), // 5 min: reasoning models think before the first byte
   SHUTDOWN_GRACE_MS: positive({ default: 10_000 }), // 10 s
   PROXY_AUTH_TOKEN: secretToken({ default: undefined }),
+  MAX_TOKENS: positive({ default: undefined }),
+  MAX_REQUESTS: positive({ default: undefined }),
+  ALLOWED_MODELS: modelList({ default: undefined }),
+  USAGE_LOG_FILE: str({ default: undefined }),
 };
 
 /** Parses and validates the environment once; throws ConfigError naming each bad variable. */
@@ -128,6 +151,8 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
     );
   }
 
+  if (e.USAGE_LOG_FILE) checkWritable(e.USAGE_LOG_FILE);
+
   return Object.freeze({
     key,
     keySource,
@@ -144,7 +169,20 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
     idleTimeoutMs: e.UPSTREAM_IDLE_TIMEOUT_MS,
     shutdownGraceMs: e.SHUTDOWN_GRACE_MS,
     proxyAuthToken: e.PROXY_AUTH_TOKEN,
+    maxTokens: e.MAX_TOKENS ?? null,
+    maxRequests: e.MAX_REQUESTS ?? null,
+    allowedModels: e.ALLOWED_MODELS ? Object.freeze(e.ALLOWED_MODELS) : null,
+    usageLogFile: e.USAGE_LOG_FILE || undefined,
   });
+}
+
+/** The usage log is appended to for the process's life: a path it cannot write is a bad setting, found now. */
+function checkWritable(file: string): void {
+  try {
+    closeSync(openSync(file, 'a'));
+  } catch (err) {
+    throw new ConfigError(`USAGE_LOG_FILE: ${file} cannot be written (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
+  }
 }
 
 function describe(name: string, err: Error): string {

@@ -1,17 +1,31 @@
 import type { ServerResponse } from 'node:http';
 
-/** The proxy's own error codes: one status each, as the contract's table says. */
-export const ERROR_STATUS = {
-  bad_request_target: 400,
-  proxy_auth_required: 401,
-  body_too_large: 413,
-  egress_denied: 502,
-  upstream_unreachable: 502,
-  draining: 503,
-  upstream_timeout: 504,
-} as const;
+/**
+ * The proxy's own error codes: one status each, as the contract's table says.
+ * `type` is OpenAI's error type where a client acts on it (`insufficient_quota`
+ * stops Codex at once); `final` answers carry `x-should-retry: false`, which the
+ * openai SDK obeys: retrying cannot help.
+ */
+const ERRORS = {
+  bad_request_target: { status: 400 },
+  proxy_auth_required: { status: 401 },
+  model_not_allowed: { status: 403, type: 'invalid_request_error', final: true },
+  body_too_large: { status: 413 },
+  budget_exceeded: { status: 429, type: 'insufficient_quota', final: true },
+  egress_denied: { status: 502 },
+  upstream_unreachable: { status: 502 },
+  draining: { status: 503 },
+  upstream_timeout: { status: 504 },
+} as const satisfies Record<string, ErrorSpec>;
 
-export type ErrorCode = keyof typeof ERROR_STATUS;
+interface ErrorSpec {
+  status: number;
+  type?: string;
+  final?: boolean;
+}
+
+export type ErrorCode = keyof typeof ERRORS;
+const specOf = (code: ErrorCode): ErrorSpec => ERRORS[code];
 
 export class ProxyError extends Error {
   readonly code: ErrorCode;
@@ -21,7 +35,17 @@ export class ProxyError extends Error {
     super(message, options);
     this.name = 'ProxyError';
     this.code = code;
-    this.status = ERROR_STATUS[code];
+    this.status = ERRORS[code].status;
+  }
+
+  /** OpenAI's error object: `{message, type, code}`. */
+  toJSON(): { message: string; type: string; code: ErrorCode } {
+    return { message: this.message, type: specOf(this.code).type ?? 'proxy_error', code: this.code };
+  }
+
+  /** Headers every answer carrying this error gets. */
+  headers(): Record<string, string> {
+    return specOf(this.code).final ? { 'x-should-retry': 'false' } : {};
   }
 }
 
@@ -47,7 +71,7 @@ export function toProxyError(err: unknown): ProxyError {
 
 /** OpenAI's error shape, so SDKs show our errors like theirs. */
 export function errorBody(err: ProxyError): string {
-  return JSON.stringify({ error: { message: err.message, type: 'proxy_error', code: err.code } });
+  return JSON.stringify({ error: err });
 }
 
 export function sendError(res: ServerResponse, err: ProxyError, requestId: string, close = false): void {
@@ -61,6 +85,7 @@ export function sendError(res: ServerResponse, err: ProxyError, requestId: strin
     'content-type': 'application/json',
     'content-length': Buffer.byteLength(body),
     'x-request-id': requestId,
+    ...err.headers(),
     ...(close ? { connection: 'close' } : {}),
   });
   res.end(body);

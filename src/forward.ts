@@ -4,9 +4,14 @@ import type { Dispatcher } from 'undici';
 import { ProxyError, sendError, toProxyError } from './errors.js';
 import { CALLER_CLOSED, type Exchange } from './exchange.js';
 import { downstreamResponseHeaders } from './headers.js';
+import type { Ledger } from './ledger.js';
 import type { Logger } from './logger.js';
 import type { Metrics } from './metrics.js';
 import { cleanErrorBody } from './redact.js';
+import { isModelCall, responseUsage, type ResponseUsage } from './response-usage.js';
+
+/** How much of a response is read for its usage: past it, the response counts as unknown. */
+export const MAX_INSPECT_BYTES = 8 * 1024 * 1024;
 
 // Error bodies are read whole to redact the key; OpenAI's are under 1 KiB.
 const MAX_ERROR_BODY = 1 << 20;
@@ -43,10 +48,15 @@ export interface UpstreamDeps {
 
 export interface ForwardDeps extends UpstreamDeps {
   maxBodyBytes: number;
+  basePath: string;
+  ledger: Ledger;
 }
 
-/** Sends one exchange upstream and streams the answer back; `headers` are already policy-filtered. */
-export function forward(deps: ForwardDeps, ex: Exchange, res: ServerResponse, upstreamPath: string, headers: string[]): void {
+/**
+ * Sends one exchange upstream and streams the answer back; `headers` are already
+ * policy-filtered. `heldBody` is the request body when admission had to read it whole.
+ */
+export function forward(deps: ForwardDeps, ex: Exchange, res: ServerResponse, upstreamPath: string, headers: string[], heldBody?: Buffer): void {
   const req = ex.req;
   const handler = new ForwardHandler(deps, ex, res);
   res.on('close', () => handler.callerClosed());
@@ -59,7 +69,7 @@ export function forward(deps: ForwardDeps, ex: Exchange, res: ServerResponse, up
       path: upstreamPath,
       method: req.method as Dispatcher.HttpMethod,
       headers,
-      body: requestBody(req, ex, deps.maxBodyBytes),
+      body: heldBody ?? requestBody(req, ex, deps.maxBodyBytes),
     },
     handler,
   );
@@ -136,6 +146,8 @@ class ForwardHandler implements Dispatcher.DispatchHandler {
   #errorBody: ErrorBody | undefined;
   /** Body bytes still due by content-length; the last chunk goes out with end(). */
   #remaining = -1;
+  /** Reads a model call's answer for its usage, beside the bytes the caller gets. */
+  #usage: ResponseUsage | undefined;
 
   constructor(
     private readonly deps: ForwardDeps,
@@ -147,6 +159,7 @@ class ForwardHandler implements Dispatcher.DispatchHandler {
     if (this.res.writableFinished || this.ex.ended) return;
     // End first: abort() reports back through onResponseError, which must not count a 502.
     this.ex.end({ status: CALLER_CLOSED, upstreamStatus: this.#status || undefined });
+    this.#usage?.finish(false);
     // The caller went away: stop the upstream exchange now, so a cancelled model call stops billing.
     this.#controller?.abort(new Error('caller closed the connection'));
   }
@@ -172,6 +185,9 @@ class ForwardHandler implements Dispatcher.DispatchHandler {
       this.#errorBody = new ErrorBody();
       return;
     }
+    if (status < 300 && isModelCall(this.ex.req.method, this.ex.path, this.deps.basePath)) {
+      this.#usage = responseUsage(this.deps.ledger, this.ex.id, headers, MAX_INSPECT_BYTES);
+    }
     const length = headers['content-length'];
     this.#remaining = length === undefined ? -1 : Number(length);
     this.res.writeHead(status, downstreamResponseHeaders(headers, this.ex.id));
@@ -189,21 +205,23 @@ class ForwardHandler implements Dispatcher.DispatchHandler {
     if (this.#remaining > 0 && (this.#remaining -= chunk.length) <= 0) {
       // The whole body in hand: head, body and end leave in one write.
       this.res.end(chunk);
-      return;
-    }
-    if (!this.res.write(chunk)) {
+    } else if (!this.res.write(chunk)) {
       controller.pause();
       this.res.once('drain', () => controller.resume());
     }
+    // Read after the caller has the bytes: counting never delays them.
+    this.#usage?.data(chunk);
   }
 
   onResponseEnd(): void {
     if (this.#errorBody) this.#sendRedactedError(this.#errorBody.toBuffer());
     else if (!this.res.writableEnded) this.res.end();
+    this.#usage?.finish(true);
     this.ex.end({ status: this.#status, upstreamStatus: this.#status });
   }
 
   onResponseError(_c: Dispatcher.DispatchController | undefined, err: Error): void {
+    this.#usage?.finish(false);
     if (this.ex.ended) return;
     const error = toProxyError(err);
     // A body over the limit means the caller is still sending: close rather than read the rest.

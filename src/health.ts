@@ -4,6 +4,7 @@ import pkg from '../package.json' with { type: 'json' };
 import type { Config } from './config.js';
 import { REQUEST_ID_HEADER, requestIdFor } from './headers.js';
 import type { KeyStore } from './key.js';
+import type { Ledger } from './ledger.js';
 import { pathOf } from './target.js';
 import type { Metrics } from './metrics.js';
 
@@ -25,7 +26,7 @@ export function canConnect(url: URL, timeoutMs = PROBE_TIMEOUT_MS): Promise<bool
   });
 }
 
-const RESERVED_PATHS = new Set(['/healthz', '/readyz', '/health', '/metrics']);
+const RESERVED_PATHS = new Set(['/healthz', '/readyz', '/health', '/metrics', '/usage']);
 
 /** Reserved paths are exact, case-sensitive and GET (HEAD) only: everything else is forwarded. */
 export function isReserved(req: IncomingMessage): boolean {
@@ -41,6 +42,7 @@ export interface HealthDeps {
   config: Config;
   keyStore: KeyStore;
   metrics: Metrics;
+  ledger: Ledger;
   isDraining: () => boolean;
   startedAt: number;
 }
@@ -56,7 +58,7 @@ const sendJson = (res: ServerResponse, status: number, value: unknown): void => 
  * The reserved paths. Four fixed GET routes need no framework: Express alone took
  * 94 ms and 16 MB to load, over the start-to-ready and idle-memory budgets (bench/).
  */
-export function reservedHandler({ config, keyStore, metrics, isDraining, startedAt }: HealthDeps): (req: IncomingMessage, res: ServerResponse) => void {
+export function reservedHandler({ config, keyStore, metrics, ledger, isDraining, startedAt }: HealthDeps): (req: IncomingMessage, res: ServerResponse) => void {
   const sum = async (m: { get(): Promise<{ values: { value: number }[] }> }): Promise<number> =>
     (await m.get()).values.reduce((a, v) => a + v.value, 0);
 
@@ -89,8 +91,11 @@ export function reservedHandler({ config, keyStore, metrics, isDraining, started
           websocketsActive: await sum(metrics.websocketsActive),
           keyReloads: await sum(metrics.keyReloads),
         },
+        budget: ledger.snapshot().budget,
       });
     },
+
+    '/usage': (res) => sendJson(res, 200, ledger.snapshot()),
 
     '/metrics': async (res) => send(res, 200, metrics.registry.contentType, await metrics.registry.metrics()),
   };

@@ -106,6 +106,17 @@ export function createMetrics() {
       help: 'Body bytes sent to callers (WebSocket frames included).',
       registers,
     }),
+    tokens: new Counter({
+      name: `${PREFIX}tokens_total`,
+      help: 'Tokens the upstream reported, by model (at most 50, then other) and type: input (cached included), cached_input, output (reasoning included), reasoning.',
+      labelNames: ['model', 'type'] as const,
+      registers,
+    }),
+    usageUnknown: new Counter({
+      name: `${PREFIX}usage_unknown_total`,
+      help: 'Model responses whose usage could not be read (cut short, no usage reported, too large to inspect).',
+      registers,
+    }),
     keyReloads: new Counter({
       name: `${PREFIX}key_reloads_total`,
       help: 'Key file reloads, by result.',

@@ -1,4 +1,4 @@
-import { brotliDecompressSync, gunzipSync, inflateSync } from 'node:zlib';
+import { decodeBody } from './content-encoding.js';
 
 /**
  * Removes the key from text the upstream wrote, whole or in the masked form
@@ -33,26 +33,9 @@ export interface CleanBody {
  */
 export function cleanErrorBody(raw: Buffer, encoding: string | string[] | undefined, key: string, status: number): CleanBody {
   try {
-    return { body: Buffer.from(redactKey(decode(raw, encoding).toString('utf8'), key)), replaced: false };
+    return { body: Buffer.from(redactKey(decodeBody(raw, encoding).toString('utf8'), key)), replaced: false };
   } catch {
     const message = `The upstream answered ${status}; its body could not be checked for secrets and was withheld.`;
     return { body: Buffer.from(JSON.stringify({ error: { message, type: 'proxy_error', code: 'upstream_error' } })), replaced: true };
-  }
-}
-
-function decode(raw: Buffer, encoding: string | string[] | undefined): Buffer {
-  switch (String(encoding ?? '').trim().toLowerCase()) {
-    case '':
-    case 'identity':
-      return raw;
-    case 'gzip':
-    case 'x-gzip':
-      return gunzipSync(raw);
-    case 'deflate':
-      return inflateSync(raw);
-    case 'br':
-      return brotliDecompressSync(raw);
-    default:
-      throw new Error('unsupported content-encoding');
   }
 }

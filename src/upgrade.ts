@@ -5,44 +5,56 @@ import { errorBody, type ProxyError, toProxyError } from './errors.js';
 import { CALLER_CLOSED, type Exchange } from './exchange.js';
 import { ErrorBody, noteUpstreamStatus, redactedError, type UpstreamDeps } from './forward.js';
 import { REQUEST_ID_HEADER } from './headers.js';
+import { relayWebSocket, type WsPolicy } from './ws-session.js';
 
-/** An HTTP/1.1 response written straight to a socket that Node handed us for an upgrade. */
-export function writeHead(socket: Duplex, status: number, headers: IncomingHttpHeaders): void {
+/** An HTTP/1.1 response head, for a socket that Node handed us for an upgrade. */
+export function responseHead(status: number, headers: IncomingHttpHeaders): string {
   let head = `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? ''}\r\n`;
   for (const [name, value] of Object.entries(headers)) {
     if (value === undefined) continue;
     for (const v of Array.isArray(value) ? value : [value]) head += `${name}: ${v}\r\n`;
   }
-  socket.write(`${head}\r\n`);
+  return `${head}\r\n`;
+}
+
+/**
+ * A refusal: head and body in one write, then close. Codex reads a refused
+ * upgrade's body only from the read that brought its head; written apart, a 429
+ * insufficient_quota ends in "exceeded retry limit" instead of "Quota exceeded".
+ */
+export function refuseUpgrade(socket: Duplex, status: number, headers: IncomingHttpHeaders, body: Buffer | string): void {
+  if (!socket.writable) return void socket.destroy();
+  socket.end(Buffer.concat([Buffer.from(responseHead(status, headers), 'latin1'), Buffer.from(body)]));
 }
 
 export function rejectUpgrade(socket: Duplex, err: ProxyError, requestId: string): void {
-  if (!socket.writable) return void socket.destroy();
   const body = errorBody(err);
-  writeHead(socket, err.status, {
+  refuseUpgrade(socket, err.status, {
     'content-type': 'application/json',
     'content-length': String(Buffer.byteLength(body)),
     [REQUEST_ID_HEADER]: requestId,
+    ...err.headers(),
     connection: 'close',
-  });
-  socket.end(body);
+  }, body);
 }
 
 /**
  * Tunnels a WebSocket upgrade: the upstream handshake goes through the same
  * dispatcher (and so the same egress tunnel pool) as HTTP; after its 101 the two
- * sockets are piped. A refusal (401, 426, …) is relayed as it came, so Codex
- * falls back to SSE at once instead of retrying.
+ * sockets are relayed (ws-session.ts: usage read, budget and models enforced).
+ * A refusal (401, 426, …) is relayed as it came, so Codex falls back to SSE at
+ * once instead of retrying.
  */
 export function tunnelUpgrade(
   deps: UpstreamDeps,
+  policy: WsPolicy,
   ex: Exchange,
   socket: Duplex,
   head: Buffer,
   upstreamPath: string,
   headers: string[],
 ): void {
-  const handler = new UpgradeHandler(deps, ex, socket, head);
+  const handler = new UpgradeHandler(deps, policy, ex, socket, head);
   socket.on('close', () => handler.callerClosed());
   deps.agent.dispatch(
     {
@@ -65,6 +77,7 @@ class UpgradeHandler implements Dispatcher.DispatchHandler {
 
   constructor(
     private readonly deps: UpstreamDeps,
+    private readonly policy: WsPolicy,
     private readonly ex: Exchange,
     private readonly socket: Duplex,
     private readonly head: Buffer,
@@ -106,14 +119,9 @@ class UpgradeHandler implements Dispatcher.DispatchHandler {
       (s as Duplex & { setTimeout?: (ms: number, cb: () => void) => void }).setTimeout?.(deps.idleTimeoutMs, close);
     }
 
-    writeHead(socket, status, { ...headers, [REQUEST_ID_HEADER]: ex.id });
-    if (this.head.length > 0) upstream.write(this.head);
-    upstream.on('data', (chunk: Buffer) => (ex.bytesOut += chunk.length));
-    socket.on('data', (chunk: Buffer) => (ex.bytesIn += chunk.length));
-    // pipe() carries backpressure and a half-close (a caller that exits sends FIN;
-    // server sockets allow half-open, so without this the tunnel would stay up).
-    upstream.pipe(socket);
-    socket.pipe(upstream);
+    socket.write(responseHead(status, { ...headers, [REQUEST_ID_HEADER]: ex.id }), 'latin1');
+    relayWebSocket(socket, upstream, headers, ex, this.policy);
+    if (this.head.length > 0) socket.unshift(this.head); // bytes the caller sent with its upgrade: the relay reads them first
   }
 
   // A refused upgrade: read the (small) body whole, as for any upstream error, to redact it.
@@ -131,8 +139,7 @@ class UpgradeHandler implements Dispatcher.DispatchHandler {
     const status = this.#status;
     const { headers, body } = redactedError(this.deps, this.ex, status, this.#headers, this.#refusal.toBuffer());
     headers.connection = 'close';
-    writeHead(this.socket, status, headers);
-    this.socket.end(body);
+    refuseUpgrade(this.socket, status, headers, body);
     this.ex.end({ status, upstreamStatus: status });
   }
 

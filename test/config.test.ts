@@ -106,6 +106,28 @@ describe('loadConfig', () => {
     ).toContain('check NO_PROXY');
     expect(loadConfig({ OPENAI_API_KEY: KEY, REQUIRE_EGRESS_PROXY: 'true', HTTPS_PROXY: 'http://squid:3128' }).requireEgressProxy).toBe(true);
   });
+
+  it('reads the budgets, the model allowlist and the usage log; none by default', () => {
+    expect(loadConfig({ OPENAI_API_KEY: KEY })).toMatchObject({ maxTokens: null, maxRequests: null, allowedModels: null, usageLogFile: undefined });
+    const log = join(mkdtempSync(join(tmpdir(), 'api-proxy-usage-')), 'usage.jsonl');
+    const c = loadConfig({ OPENAI_API_KEY: KEY, MAX_TOKENS: '100000', MAX_REQUESTS: '50', ALLOWED_MODELS: 'gpt-5*, o4-mini ,ft:gpt-4o:org:x:1', USAGE_LOG_FILE: log });
+    expect(c).toMatchObject({ maxTokens: 100000, maxRequests: 50, allowedModels: ['gpt-5*', 'o4-mini', 'ft:gpt-4o:org:x:1'], usageLogFile: log });
+  });
+
+  it.each([
+    [{ MAX_TOKENS: 'abc' }, 'MAX_TOKENS: must be a positive whole number, got "abc"'],
+    [{ MAX_TOKENS: '0' }, 'MAX_TOKENS: must be a positive whole number, got "0"'],
+    [{ MAX_REQUESTS: '-5' }, 'MAX_REQUESTS: must be a positive whole number, got "-5"'],
+    [{ MAX_REQUESTS: '1.5' }, 'MAX_REQUESTS: must be a positive whole number'],
+    [{ ALLOWED_MODELS: ' , ' }, 'ALLOWED_MODELS: is set but names no model'],
+    [{ ALLOWED_MODELS: 'gpt-5,,o4-mini' }, 'ALLOWED_MODELS: "" is not a model name or glob'],
+    [{ ALLOWED_MODELS: 'gpt 5' }, 'ALLOWED_MODELS: "gpt 5" is not a model name or glob'],
+    [{ USAGE_LOG_FILE: '/nonexistent-dir/usage.jsonl' }, 'USAGE_LOG_FILE: /nonexistent-dir/usage.jsonl cannot be written (ENOENT)'],
+  ])('refuses %j in one line naming the variable', (env, message) => {
+    const m = fail({ OPENAI_API_KEY: KEY, ...env });
+    expect(m).toContain(message);
+    expect(m).not.toContain('\n');
+  });
 });
 
 describe('proxyFor and NO_PROXY', () => {

@@ -1,0 +1,91 @@
+import type { IncomingHttpHeaders } from 'node:http';
+import type { Transform } from 'node:stream';
+import { bodyDecoder, decodeBody, isIdentity } from './content-encoding.js';
+import type { Ledger } from './ledger.js';
+import { SseReader } from './sse-reader.js';
+import { mayHoldUsage, readBody, readEvent, UNKNOWN_MODEL, type Reading } from './usage.js';
+
+/** The model calls whose answers are counted: POST on these, under the base path. */
+const COUNTED = ['responses', 'chat/completions', 'completions', 'embeddings'];
+
+export function isModelCall(method: string | undefined, upstreamPath: string, basePath: string): boolean {
+  if (method !== 'POST') return false;
+  const path = upstreamPath.split('?', 1)[0]!;
+  return COUNTED.some((family) => path === `${basePath}/${family}`);
+}
+
+/** Reads a copy of one response body as it flows to the caller; `finish` counts it, once. */
+export interface ResponseUsage {
+  data(chunk: Buffer): void;
+  /** The body ended (`complete`), or was cut short: count what was read, or unknown. */
+  finish(complete: boolean): void;
+}
+
+const UNKNOWN: Reading = { model: UNKNOWN_MODEL, status: 'unknown', tokens: null };
+
+/**
+ * The reader for a 2xx answer to a model call: server-sent events read event by
+ * event, anything else read as one JSON body of at most `maxBytes`. Usage the
+ * answer does not report, or that lies past the bound, counts as unknown.
+ */
+export function responseUsage(ledger: Ledger, reqId: string, headers: IncomingHttpHeaders, maxBytes: number): ResponseUsage {
+  const encoding = headers['content-encoding'];
+  let counted = false;
+  const count = (transport: 'http' | 'sse', reading: Reading | null): void => {
+    if (counted) return;
+    counted = true;
+    ledger.record(reqId, transport, reading ?? UNKNOWN);
+  };
+
+  if (String(headers['content-type'] ?? '').startsWith('text/event-stream')) {
+    let reading: Reading | null = null;
+    const sse = new SseReader((data) => {
+      if (reading || !mayHoldUsage(data)) return;
+      try {
+        reading = readEvent(JSON.parse(data));
+      } catch {
+        /* not JSON ([DONE], or a broken event): nothing to count */
+      }
+    }, maxBytes);
+    // A compressed stream is inflated in a copy, in order; undecodable, it counts as unknown.
+    const done = (): void => count('sse', sse.overflowed ? null : reading);
+    let decoder: Transform | null = null;
+    let readable = isIdentity(encoding);
+    if (!readable) {
+      decoder = bodyDecoder(encoding);
+      readable = decoder !== null;
+      decoder?.on('data', (c: Buffer) => sse.write(c)).on('end', done).on('error', () => {
+        readable = false;
+        count('sse', null);
+      });
+    }
+    return {
+      data: (chunk) => {
+        if (!readable) return;
+        if (decoder) decoder.write(chunk);
+        else sse.write(chunk);
+      },
+      finish: (complete) => {
+        if (!readable) count('sse', null);
+        else if (decoder && complete) decoder.end(); // 'end' counts, once the copy is all inflated
+        else done();
+      },
+    };
+  }
+
+  const chunks: Buffer[] = [];
+  let size = 0;
+  return {
+    data: (chunk) => {
+      if ((size += chunk.length) <= maxBytes) chunks.push(chunk);
+    },
+    finish: (complete) => {
+      if (!complete || size > maxBytes) return count('http', null);
+      try {
+        count('http', readBody(JSON.parse(decodeBody(Buffer.concat(chunks), encoding, maxBytes).toString('utf8'))));
+      } catch {
+        count('http', null);
+      }
+    },
+  };
+}

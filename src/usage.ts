@@ -1,0 +1,97 @@
+/**
+ * What the upstream says a response cost, read from its own objects: the
+ * Responses API's `usage` (input_tokens, output_tokens and their details) and
+ * Chat Completions', Completions' and Embeddings' (prompt_tokens,
+ * completion_tokens). Nothing is estimated: no usage, no tokens.
+ */
+
+export interface Tokens {
+  /** All input tokens, cached included. */
+  input: number;
+  cached_input: number;
+  /** All output tokens, reasoning included. */
+  output: number;
+  reasoning: number;
+  /** input + output */
+  total: number;
+}
+
+export type ResponseStatus = 'completed' | 'incomplete' | 'failed' | 'unknown';
+
+/** One model response as counted: tokens null when its usage could not be read. */
+export interface Reading {
+  model: string;
+  status: ResponseStatus;
+  tokens: Tokens | null;
+}
+
+export const NO_TOKENS: Readonly<Tokens> = Object.freeze({ input: 0, cached_input: 0, output: 0, reasoning: 0, total: 0 });
+export const UNKNOWN_MODEL = 'unknown';
+
+type Obj = Record<string, unknown>;
+const isObj = (v: unknown): v is Obj => typeof v === 'object' && v !== null && !Array.isArray(v);
+const count = (v: unknown): number => (typeof v === 'number' && Number.isSafeInteger(v) && v >= 0 ? v : 0);
+const modelOf = (o: Obj): string => (typeof o.model === 'string' && o.model !== '' ? o.model : UNKNOWN_MODEL);
+
+/** Tokens from a `usage` object of any of the APIs, or null when it is not one. */
+export function tokensOf(usage: unknown): Tokens | null {
+  if (!isObj(usage)) return null;
+  const details = (key: string): Obj => (isObj(usage[key]) ? usage[key] : {});
+  let input: number;
+  let output: number;
+  let cached: number;
+  let reasoning: number;
+  if ('input_tokens' in usage || 'output_tokens' in usage) {
+    input = count(usage.input_tokens);
+    output = count(usage.output_tokens);
+    cached = count(details('input_tokens_details').cached_tokens);
+    reasoning = count(details('output_tokens_details').reasoning_tokens);
+  } else if ('prompt_tokens' in usage || 'completion_tokens' in usage) {
+    input = count(usage.prompt_tokens);
+    output = count(usage.completion_tokens); // absent for embeddings: 0
+    cached = count(details('prompt_tokens_details').cached_tokens);
+    reasoning = count(details('completion_tokens_details').reasoning_tokens);
+  } else {
+    return null;
+  }
+  return { input, cached_input: cached, output, reasoning, total: input + output };
+}
+
+const TERMINAL: Record<string, ResponseStatus> = {
+  'response.completed': 'completed',
+  'response.incomplete': 'incomplete',
+  'response.failed': 'failed',
+};
+
+function reading(model: string, status: ResponseStatus, usage: unknown): Reading {
+  const tokens = tokensOf(usage);
+  return tokens ? { model, status, tokens } : { model, status: 'unknown', tokens: null };
+}
+
+const RESPONSE_STATUS = new Set<string>(['completed', 'incomplete', 'failed']);
+
+/** A whole JSON response body: a Response, a chat completion, a completion, embeddings. */
+export function readBody(body: unknown): Reading | null {
+  if (!isObj(body)) return null;
+  const status = body.object === 'response' && RESPONSE_STATUS.has(String(body.status)) ? (body.status as ResponseStatus) : 'completed';
+  return reading(modelOf(body), status, body.usage);
+}
+
+/**
+ * One event of a stream (an SSE `data:` or a WebSocket message): the Responses
+ * API's terminal events, or a chat/completions chunk that carries `usage`.
+ */
+export function readEvent(event: unknown): Reading | null {
+  if (!isObj(event)) return null;
+  const status = typeof event.type === 'string' ? TERMINAL[event.type] : undefined;
+  if (status) {
+    const response = isObj(event.response) ? event.response : {};
+    return reading(modelOf(response), status, response.usage);
+  }
+  if (isObj(event.usage)) return reading(modelOf(event), 'completed', event.usage);
+  return null;
+}
+
+/** Cheap pre-check on an event's raw text, so deltas are never parsed: only what may hold usage or end a response. */
+export const mayHoldUsage = (text: string): boolean =>
+  text.includes('"usage"') || text.includes('"response.completed"') || text.includes('"response.incomplete"') || text.includes('"response.failed"');
