@@ -21,7 +21,12 @@ export interface ResponseUsage {
   finish(complete: boolean): void;
 }
 
-const UNKNOWN: Reading = { model: UNKNOWN_MODEL, status: 'unknown', tokens: null };
+/** A response whose usage could not be read, under the model it named, if any. */
+export const unknownReading = (model = UNKNOWN_MODEL): Reading => ({ model, status: 'unknown', tokens: null });
+
+// The model a stream names early (response.created, every chat chunk), found without parsing the event.
+const MODEL_FIELD = /"model"\s*:\s*"([^"\\]{1,128})"/;
+const MODEL_LOOKS = 3;
 
 /**
  * The reader for a 2xx answer to a model call: server-sent events read event by
@@ -31,15 +36,18 @@ const UNKNOWN: Reading = { model: UNKNOWN_MODEL, status: 'unknown', tokens: null
 export function responseUsage(ledger: Ledger, reqId: string, headers: IncomingHttpHeaders, maxBytes: number): ResponseUsage {
   const encoding = headers['content-encoding'];
   let counted = false;
+  let model: string | undefined;
   const count = (transport: 'http' | 'sse', reading: Reading | null): void => {
     if (counted) return;
     counted = true;
-    ledger.record(reqId, transport, reading ?? UNKNOWN);
+    ledger.record(reqId, transport, reading ?? unknownReading(model));
   };
 
   if (String(headers['content-type'] ?? '').startsWith('text/event-stream')) {
     let reading: Reading | null = null;
+    let looks = 0;
     const sse = new SseReader((data) => {
+      if (model === undefined && looks++ < MODEL_LOOKS) model = MODEL_FIELD.exec(data)?.[1];
       if (reading || !mayHoldUsage(data)) return;
       try {
         reading = readEvent(JSON.parse(data));

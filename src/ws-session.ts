@@ -4,7 +4,8 @@ import { ProxyError } from './errors.js';
 import type { Ledger } from './ledger.js';
 import type { Logger } from './logger.js';
 import type { ModelPolicy } from './model-policy.js';
-import { mayHoldUsage, readEvent, UNKNOWN_MODEL } from './usage.js';
+import { unknownReading } from './response-usage.js';
+import { mayHoldUsage, readEvent } from './usage.js';
 import { acceptedDeflate, closeFrame, FrameParser, MessageInflater, MessageReader, OPCODE, serverFrame, type Frame, type Message } from './ws-frames.js';
 
 /** What a Responses WebSocket session answers to: the budget, the model list, the bounds of inspection. */
@@ -46,8 +47,8 @@ export function relayWebSocket(
 
   // --- upstream to caller: forward, and read a copy ---
   const fromUpstream = new MessageReader(deflate ? new MessageInflater(deflate.serverNoContextTakeover, policy.maxInspectBytes) : null, policy.maxInspectBytes);
-  /** Turns sent upstream and not yet answered: whether each counts (a prewarm does not). */
-  const pending: boolean[] = [];
+  /** Turns sent upstream and not yet answered: whether each counts (a prewarm does not), and the model it asked for. */
+  const pending: { counts: boolean; model: string | undefined }[] = [];
   let upstreamMidMessage = false;
   let upstreamReceived = 0;
   let upstreamFramed = 0;
@@ -82,7 +83,7 @@ export function relayWebSocket(
     }
     const reading = readEvent(event);
     if (reading) {
-      if (pending.shift() ?? true) policy.ledger.record(reqId, 'websocket', reading);
+      if (pending.shift()?.counts ?? true) policy.ledger.record(reqId, 'websocket', reading);
     } else if (isError && (event as { type?: unknown }).type === 'error') {
       pending.shift(); // the upstream refused the turn itself: no response, no tokens
     }
@@ -160,7 +161,7 @@ export function relayWebSocket(
   /** The gate for one caller message: null to send it upstream, or why not. */
   function admit(message: Message): ProxyError | null {
     if (message.opcode !== OPCODE.text) return null;
-    let body: { type?: unknown; generate?: unknown };
+    let body: { type?: unknown; generate?: unknown; model?: unknown };
     try {
       body = JSON.parse(message.data.toString('utf8'));
     } catch {
@@ -171,7 +172,7 @@ export function relayWebSocket(
       policy.models?.check(body);
       const turn = body.generate !== false;
       policy.ledger.admit(turn);
-      pending.push(turn);
+      pending.push({ counts: turn, model: typeof body.model === 'string' ? body.model : undefined });
       return null;
     } catch (err) {
       if (err instanceof ProxyError) return err;
@@ -197,8 +198,6 @@ export function relayWebSocket(
   upstream.on('end', () => caller.end());
   upstream.on('close', () => {
     // Turns sent and never answered: a response cut short is counted, as unknown.
-    for (const counts of pending.splice(0)) {
-      if (counts) policy.ledger.record(reqId, 'websocket', { model: UNKNOWN_MODEL, status: 'unknown', tokens: null });
-    }
+    for (const turn of pending.splice(0)) if (turn.counts) policy.ledger.record(reqId, 'websocket', unknownReading(turn.model));
   });
 }

@@ -20,6 +20,7 @@ import type { TestPki } from './test-ca.js';
  *   hold               send the first stream event, then wait for release()
  *   bigheader=N        add a response header of N bytes
  *   bytes=N            GET /v1/fake/bytes: N bytes of body
+ *   input=N,output=N,cached=N,reasoning=N   the usage it reports (default 5 in, one per delta out)
  */
 
 export const FAKE_TEXT = 'Hello from the fake upstream.';
@@ -101,14 +102,26 @@ function errorFor(status: number, headers: IncomingHttpHeaders): object {
 let ids = 0;
 const nextId = (prefix: string): string => `${prefix}_fake${++ids}`;
 
+export interface FakeUsage {
+  input: number;
+  output: number;
+  cached: number;
+  reasoning: number;
+}
+
+function usageFor(b: Behaviour, deltas: string[]): FakeUsage {
+  const n = (k: string, d: number): number => (b[k] === undefined ? d : Number(b[k]));
+  return { input: n('input', 5), output: n('output', deltas.length), cached: n('cached', 0), reasoning: n('reasoning', 0) };
+}
+
 /** The Responses API event sequence that both Codex and the SDK accept. */
-export function responseEvents(model: string, deltas: string[]): object[] {
+export function responseEvents(model: string, deltas: string[], u: FakeUsage = { input: 5, output: deltas.length, cached: 0, reasoning: 0 }): object[] {
   const id = nextId('resp');
   const itemId = nextId('msg');
   const text = deltas.join('');
   const base = { id, object: 'response', created_at: Math.floor(Date.now() / 1000), model };
   const item = { id: itemId, type: 'message', role: 'assistant', status: 'completed', content: [{ type: 'output_text', text, annotations: [] }] };
-  const usage = { input_tokens: 5, input_tokens_details: { cached_tokens: 0 }, output_tokens: deltas.length, output_tokens_details: { reasoning_tokens: 0 }, total_tokens: 5 + deltas.length };
+  const usage = { input_tokens: u.input, input_tokens_details: { cached_tokens: u.cached }, output_tokens: u.output, output_tokens_details: { reasoning_tokens: u.reasoning }, total_tokens: u.input + u.output };
   const events: object[] = [
     { type: 'response.created', response: { ...base, status: 'in_progress', output: [] } },
     { type: 'response.in_progress', response: { ...base, status: 'in_progress', output: [] } },
@@ -128,12 +141,22 @@ function deltasFor(b: Behaviour): string[] {
   return n > 0 ? Array.from({ length: n }, (_, i) => `tok${i} `) : FAKE_TEXT.split(/(?<= )/);
 }
 
-function chatChunks(model: string, deltas: string[]): object[] {
+const chatUsage = (u: FakeUsage): object => ({
+  prompt_tokens: u.input,
+  completion_tokens: u.output,
+  total_tokens: u.input + u.output,
+  prompt_tokens_details: { cached_tokens: u.cached },
+  completion_tokens_details: { reasoning_tokens: u.reasoning },
+});
+
+/** Chat chunks; with `include_usage`, the last one carries usage and no choices, as OpenAI sends it. */
+function chatChunks(model: string, deltas: string[], u: FakeUsage | null): object[] {
   const base = { id: nextId('chatcmpl'), object: 'chat.completion.chunk', created: Math.floor(Date.now() / 1000), model };
   return [
     { ...base, choices: [{ index: 0, delta: { role: 'assistant', content: '' }, finish_reason: null }] },
     ...deltas.map((content) => ({ ...base, choices: [{ index: 0, delta: { content }, finish_reason: null }] })),
     { ...base, choices: [{ index: 0, delta: {}, finish_reason: 'stop' }] },
+    ...(u ? [{ ...base, choices: [], usage: chatUsage(u) }] : []),
   ];
 }
 
@@ -222,7 +245,8 @@ export async function startFakeUpstream(opts: FakeOptions = {}): Promise<FakeUps
         ws.send(JSON.stringify({ type: 'echo', received: msg }));
         return;
       }
-      const events = responseEvents(msg.model ?? 'gpt-5.5', deltasFor(b));
+      const deltas = deltasFor(b);
+      const events = responseEvents(msg.model ?? 'gpt-5.5', deltas, usageFor(b, deltas));
       // A prewarm (generate:false) wants only created and completed, with an id.
       const out = msg.generate === false ? [events[0]!, events[events.length - 1]!] : events;
       for (const e of out) ws.send(JSON.stringify(e));
@@ -265,22 +289,31 @@ export async function startFakeUpstream(opts: FakeOptions = {}): Promise<FakeUps
     if (b.bigheader) res.setHeader('x-fake-big', 'b'.repeat(Number(b.bigheader)));
 
     if (req.method === 'POST' && path === '/v1/responses') {
-      const events = responseEvents(model, deltasFor(b));
+      const deltas = deltasFor(b);
+      const events = responseEvents(model, deltas, usageFor(b, deltas));
       if (json.stream) return stream(res, b, events.map((e) => `event: ${(e as { type: string }).type}\ndata: ${JSON.stringify(e)}\n\n`), rid);
       const done = events[events.length - 1] as { response: object };
       return sendJson(res, done.response);
     }
     if (req.method === 'POST' && path === '/v1/chat/completions') {
       const deltas = deltasFor(b);
-      if (json.stream) return stream(res, b, [...chatChunks(model, deltas).map((c) => `data: ${JSON.stringify(c)}\n\n`), 'data: [DONE]\n\n'], rid);
+      const u = usageFor(b, deltas);
+      if (json.stream) {
+        const withUsage = (json.stream_options as { include_usage?: boolean } | undefined)?.include_usage === true;
+        return stream(res, b, [...chatChunks(model, deltas, withUsage ? u : null).map((c) => `data: ${JSON.stringify(c)}\n\n`), 'data: [DONE]\n\n'], rid);
+      }
       return sendJson(res, {
         id: nextId('chatcmpl'),
         object: 'chat.completion',
         created: Math.floor(Date.now() / 1000),
         model,
         choices: [{ index: 0, message: { role: 'assistant', content: deltas.join(''), refusal: null }, finish_reason: 'stop' }],
-        usage: { prompt_tokens: 5, completion_tokens: deltas.length, total_tokens: 5 + deltas.length },
+        usage: chatUsage(u),
       });
+    }
+    if (req.method === 'POST' && path === '/v1/embeddings') {
+      const u = usageFor(b, []);
+      return sendJson(res, { object: 'list', data: [{ object: 'embedding', index: 0, embedding: [0.1, 0.2] }], model, usage: { prompt_tokens: u.input, total_tokens: u.input } });
     }
     if (req.method === 'GET' && path === '/v1/models') {
       // Codex asks with ?client_version= and wants {models:[…]}; the SDK wants a list.
