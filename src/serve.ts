@@ -56,6 +56,10 @@ async function shutdown(signal: string): Promise<void> {
   const finished = await Promise.race([drained.then(() => true), sleep(config.shutdownGraceMs).then(() => false)]);
   logger.info({ finished }, finished ? 'drained; exiting' : 'grace period over; closing what is left');
   server.closeAllConnections();
+  // What this run spent, in one line a CI log keeps.
+  const { tokens, requests, unknown, budget } = app.ledger.snapshot();
+  logger.info({ ...tokens, requests, unknown, budgetExhausted: budget.exhausted }, 'usage');
+  await app.ledger.close();
   logger.flush(() => process.exit(0));
 }
 

@@ -53,8 +53,8 @@ describe.skipIf(why !== null)(`Codex CLI end to end${why ? ` (skipped: ${why})` 
     expect((await probe('1.1.1.1', 443)).stdout.trim()).toBe('ENETUNREACH');
   });
 
-  const runCodex = async (websockets: boolean) => {
-    const home = codexHome(`http://${ns.hostAddress}:${sidecar.port}/v1`, websockets);
+  const runCodex = async (websockets: boolean, via: Sidecar = sidecar) => {
+    const home = codexHome(`http://${ns.hostAddress}:${via.port}/v1`, websockets);
     return ns.run(process.execPath, [CODEX_JS, 'exec', '--strict-config', '--skip-git-repo-check', '--ephemeral', '--json', 'say hi'], {
       env: { PATH: process.env.PATH ?? '', HOME: home, CODEX_HOME: home },
       timeoutMs: 60_000,
@@ -86,6 +86,31 @@ describe.skipIf(why !== null)(`Codex CLI end to end${why ? ` (skipped: ${why})` 
     expect(String(sockets[0]!.headers['openai-beta'])).toContain('responses_websockets=');
     expect(sockets.flatMap((s) => s.messages).some((m) => m.includes('"response.create"'))).toBe(true);
     expect(fake.received.filter((r) => r.method === 'POST' && r.path === '/v1/responses')).toHaveLength(0);
+  });
+
+  it.each([
+    ['WebSocket', true],
+    ['HTTP', false],
+  ])('over %s, stops at once with "Quota exceeded" once the budget is spent, and the upstream sees nothing more', async (_, websockets) => {
+    const budget = await startSidecar({ UPSTREAM_URL: `https://${FAKE_HOST}`, HTTPS_PROXY: squid.url, MAX_REQUESTS: '1' }, ns.hostAddress);
+    try {
+      const first = await runCodex(websockets, budget);
+      expect(first.code, first.stderr).toBe(0);
+      expect(budget.app.ledger.snapshot().budget).toMatchObject({ usedRequests: 1, exhausted: true });
+      const seen = fake.received.length;
+      const second = await runCodex(websockets, budget);
+      expect(second.code).toBe(1);
+      expect(`${second.stdout}\n${second.stderr}`).toContain('Quota exceeded');
+      expect(fake.received.length).toBe(seen);
+      // No retry loop: over HTTP one refused turn; over WebSocket a second upgrade at most, and no fallback to HTTP.
+      const refused = budget.logs.filter((l) => l.includes('"status":429'));
+      const turns = refused.filter((l) => l.includes('"path":"/v1/responses"'));
+      expect(turns.length).toBeGreaterThanOrEqual(1);
+      expect(turns.length).toBeLessThanOrEqual(websockets ? 2 : 1);
+      if (websockets) expect(turns.every((l) => l.includes('"kind":"websocket"'))).toBe(true);
+    } finally {
+      await budget.close();
+    }
   });
 
   it('a sidecar pointed at a domain off the allowlist answers the agent with egress_denied', async () => {

@@ -38,6 +38,9 @@ describe('fail fast on bad configuration', () => {
     ['an empty key file', { OPENAI_API_KEY_FILE: emptyFile }, 'OPENAI_API_KEY_FILE:'],
     ['a required egress proxy missing', { OPENAI_API_KEY: KEY, REQUIRE_EGRESS_PROXY: 'true' }, 'REQUIRE_EGRESS_PROXY:'],
     ['a bad port', { OPENAI_API_KEY: KEY, PORT: 'ten' }, 'PORT:'],
+    ['a token budget that is no number', { OPENAI_API_KEY: KEY, MAX_TOKENS: 'abc' }, 'MAX_TOKENS: must be a positive whole number'],
+    ['a request budget of 0', { OPENAI_API_KEY: KEY, MAX_REQUESTS: '0' }, 'MAX_REQUESTS: must be a positive whole number'],
+    ['a usage log it cannot write', { OPENAI_API_KEY: KEY, USAGE_LOG_FILE: join(dir, 'no', 'such', 'dir.jsonl') }, 'USAGE_LOG_FILE:'],
   ])('%s: one line on stderr, exit 78, nothing bound', async (_name, env, reason) => {
     const port = await freePort();
     const p = spawnMain({ HOST: '127.0.0.1', PORT: String(port), ...env } as Record<string, string>);

@@ -13,10 +13,10 @@ export interface Spawned {
   waitFor: (text: string | RegExp, timeoutMs?: number) => Promise<string>;
 }
 
-/** The built entry point (`npm start`) with exactly `env` (plus PATH and the test CA). */
-export function spawnMain(env: Record<string, string>): Spawned {
+/** The built entry point (`npm start`, or a command in `args`) with exactly `env` (plus PATH and the test CA). */
+export function spawnMain(env: Record<string, string>, args: string[] = []): Spawned {
   if (!existsSync(MAIN)) throw new Error(`${MAIN} is missing: run npm run build first (npm test does)`);
-  const child = spawn(process.execPath, [MAIN], {
+  const child = spawn(process.execPath, [MAIN, ...args], {
     env: { PATH: process.env.PATH ?? '', NODE_EXTRA_CA_CERTS: process.env.NODE_EXTRA_CA_CERTS ?? '', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });

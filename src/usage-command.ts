@@ -1,0 +1,85 @@
+// `api-proxy usage`: what a running sidecar has spent, as a Markdown table for
+// $GITHUB_STEP_SUMMARY or as the JSON of GET /usage. Loads nothing of the sidecar.
+import { parseArgs } from 'node:util';
+import type { UsageSnapshot } from './ledger.js';
+import type { Tokens } from './usage.js';
+
+const EX_USAGE = 64;
+const USAGE = 'usage: api-proxy usage [--url URL] [--format markdown|json]   (default URL http://127.0.0.1:$PORT, port 10000)';
+const TIMEOUT_MS = 5000;
+
+const n = (v: number): string => v.toLocaleString('en-US');
+// Model names can come from the agent (a refused or cut-short turn names its own):
+// nothing but plain characters reaches Markdown, so no table cell, link or HTML is injected.
+const cell = (text: string): string => text.replace(/[^A-Za-z0-9._:/ -]/g, (c) => `&#${c.codePointAt(0)};`);
+const row = (name: string, responses: number, t: Tokens): string =>
+  `| ${name} | ${n(responses)} | ${n(t.input)} | ${n(t.cached_input)} | ${n(t.output)} | ${n(t.reasoning)} | ${n(t.total)} |`;
+
+/** The summary a workflow appends to its job summary. */
+export function usageMarkdown(u: UsageSnapshot): string {
+  const models = Object.entries(u.models).sort(([, a], [, b]) => b.tokens.total - a.tokens.total);
+  const responses = models.reduce((sum, [, m]) => sum + m.responses, 0);
+  const { budget } = u;
+  const limits = [
+    budget.maxTokens !== null ? `${n(budget.usedTokens)} of ${n(budget.maxTokens)} tokens` : null,
+    budget.maxRequests !== null ? `${n(budget.usedRequests)} of ${n(budget.maxRequests)} requests` : null,
+  ].filter(Boolean);
+  const state = limits.length === 0 ? 'no budget set' : `${limits.join(', ')}: ${budget.exhausted ? '**exhausted**, later calls were refused' : 'within budget'}`;
+  return [
+    '### Model usage (api-proxy)',
+    '',
+    '| model | responses | input | cached input | output | reasoning | total |',
+    '|---|---:|---:|---:|---:|---:|---:|',
+    ...models.map(([name, m]) => row(cell(name), m.responses, m.tokens)),
+    row('**all**', responses, u.tokens),
+    '',
+    `Requests: ${n(u.requests)} · responses with unknown usage: ${n(u.unknown)} · since ${u.since}`,
+    '',
+    `Budget: ${state}.`,
+    '',
+  ].join('\n');
+}
+
+export async function usageCommand(args: string[], env: NodeJS.ProcessEnv, out: NodeJS.WritableStream, err: NodeJS.WritableStream): Promise<number> {
+  let values;
+  try {
+    ({ values } = parseArgs({
+      args,
+      strict: true,
+      options: {
+        url: { type: 'string', default: `http://127.0.0.1:${env.PORT || 10000}` },
+        format: { type: 'string', default: 'markdown' },
+        help: { type: 'boolean', short: 'h', default: false },
+      },
+    }));
+  } catch (e) {
+    err.write(`api-proxy usage: ${(e as Error).message}\n${USAGE}\n`);
+    return EX_USAGE;
+  }
+  if (values.help) {
+    out.write(`${USAGE}\n`);
+    return 0;
+  }
+  if (values.format !== 'markdown' && values.format !== 'json') {
+    err.write(`api-proxy usage: --format must be markdown or json\n${USAGE}\n`);
+    return EX_USAGE;
+  }
+  let url: URL;
+  try {
+    url = new URL('/usage', values.url);
+  } catch {
+    err.write(`api-proxy usage: --url is not a URL\n${USAGE}\n`);
+    return EX_USAGE;
+  }
+  let snapshot: UsageSnapshot;
+  try {
+    const res = await fetch(url, { signal: AbortSignal.timeout(TIMEOUT_MS) });
+    if (!res.ok) throw new Error(`it answered ${res.status}`);
+    snapshot = (await res.json()) as UsageSnapshot;
+  } catch (e) {
+    err.write(`api-proxy usage: cannot read ${url.href}: ${(e as Error).message}\n`);
+    return 1;
+  }
+  out.write(values.format === 'json' ? `${JSON.stringify(snapshot, null, 2)}\n` : usageMarkdown(snapshot));
+  return 0;
+}

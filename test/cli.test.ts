@@ -1,0 +1,107 @@
+import { mkdtempSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { UsageSnapshot } from '../src/ledger.js';
+import { usageMarkdown } from '../src/usage-command.js';
+import { startFakeUpstream, type FakeUpstream } from '../testkit/fake-upstream.js';
+import { freePort } from '../testkit/squid.js';
+import { spawnMain, type Spawned } from './support/process.js';
+
+const KEY = 'sk-proj-CliTestKey0123456789abcdefQRST';
+const run = async (args: string[], env: Record<string, string> = {}) => {
+  const p = spawnMain(env, args);
+  const { code } = await p.exited;
+  return { code, stdout: p.stdout(), stderr: p.stderr() };
+};
+
+describe('the api-proxy command line', () => {
+  it.each([['--help'], ['-h'], ['help']])('%s lists the commands, one line each, and exits 0 with no settings', async (flag) => {
+    const r = await run([flag]);
+    expect(r.code).toBe(0);
+    for (const command of ['api-proxy codex-config', 'api-proxy usage', 'run the sidecar']) expect(r.stdout).toContain(command);
+    expect(r.stderr).toBe('');
+  });
+
+  it.each([
+    [['frob'], "unknown command 'frob'"],
+    [['--port', '1'], "unknown option '--port'"],
+    [['usage', '--format', 'yaml'], '--format must be markdown or json'],
+    [['usage', '--bogus'], "Unknown option '--bogus'"],
+  ])('%j exits 64 with a hint', async (args, message) => {
+    const r = await run(args);
+    expect(r.code).toBe(64);
+    expect(r.stderr).toContain(message);
+    expect(r.stderr).toMatch(/--help|usage: api-proxy usage/);
+  });
+
+  it('usage says so, exit 1, when no sidecar answers', async () => {
+    const r = await run(['usage', '--url', `http://127.0.0.1:${await freePort()}`]);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/^api-proxy usage: cannot read http:\/\/127\.0\.0\.1:\d+\/usage: /);
+  });
+});
+
+describe('a running sidecar: the usage summary, and its last line on SIGTERM', () => {
+  let fake: FakeUpstream;
+  let sidecar: Spawned;
+  let port: number;
+  let log: string;
+  beforeAll(async () => {
+    fake = await startFakeUpstream();
+    port = await freePort();
+    log = join(mkdtempSync(join(tmpdir(), 'api-proxy-cli-')), 'usage.jsonl');
+    sidecar = spawnMain({ OPENAI_API_KEY: KEY, UPSTREAM_URL: fake.url, HOST: '127.0.0.1', PORT: String(port), MAX_TOKENS: '1000', USAGE_LOG_FILE: log });
+    await sidecar.waitFor('"listening"');
+    const res = await fetch(`http://127.0.0.1:${port}/v1/responses`, { method: 'POST', headers: { 'content-type': 'application/json', 'x-fake': 'input=120,output=30,cached=100,reasoning=10' }, body: '{"model":"gpt-5.5"}' });
+    await res.text();
+  });
+  afterAll(async () => {
+    sidecar.child.kill('SIGKILL');
+    await fake.close();
+  });
+
+  it('prints a Markdown table for the job summary (the default, PORT as the default URL) and the JSON of /usage', async () => {
+    const md = await run(['usage'], { PORT: String(port) });
+    expect(md.code, md.stderr).toBe(0);
+    expect(md.stdout).toContain('| model | responses | input | cached input | output | reasoning | total |');
+    expect(md.stdout).toContain('| gpt-5.5 | 1 | 120 | 100 | 30 | 10 | 150 |');
+    expect(md.stdout).toContain('| **all** | 1 | 120 | 100 | 30 | 10 | 150 |');
+    expect(md.stdout).toContain('Budget: 150 of 1,000 tokens: within budget.');
+    const json = await run(['usage', '--url', `http://127.0.0.1:${port}`, '--format', 'json']);
+    expect(json.code).toBe(0);
+    const body = JSON.parse(json.stdout) as UsageSnapshot;
+    expect(body.tokens).toEqual({ input: 120, cached_input: 100, output: 30, reasoning: 10, total: 150 });
+    expect(body.budget).toEqual({ maxTokens: 1000, maxRequests: null, usedTokens: 150, usedRequests: 1, exhausted: false });
+  });
+
+  it('on SIGTERM, after the drain, logs one usage line with the totals as numbers, the usage log flushed', async () => {
+    sidecar.child.kill('SIGTERM');
+    expect((await sidecar.exited).code).toBe(0);
+    const lines = sidecar.stdout().split('\n').filter((l) => l.includes('"msg":"usage"'));
+    expect(lines).toHaveLength(1);
+    expect(JSON.parse(lines[0]!)).toMatchObject({ input: 120, cached_input: 100, output: 30, reasoning: 10, total: 150, requests: 1, unknown: 0 });
+    const drained = sidecar.stdout().indexOf('drained');
+    expect(drained).toBeGreaterThan(-1);
+    expect(sidecar.stdout().indexOf('"msg":"usage"')).toBeGreaterThan(drained);
+    expect(readFileSync(log, 'utf8').trim().split('\n').map((l) => JSON.parse(l).total)).toEqual([150]);
+  });
+});
+
+describe('usageMarkdown', () => {
+  it('writes a model name the agent chose as plain text: no table cell, link or HTML gets in', () => {
+    const tokens = { input: 1, cached_input: 0, output: 1, reasoning: 0, total: 2 };
+    const md = usageMarkdown({
+      since: '2026-11-30T00:00:00.000Z',
+      requests: 1,
+      tokens,
+      models: { 'x|<img src=y>[z](http://e)': { responses: 1, tokens } },
+      unknown: 0,
+      budget: { maxTokens: null, maxRequests: 3, usedTokens: 2, usedRequests: 3, exhausted: true },
+    });
+    const row = md.split('\n').find((l) => l.startsWith('| x'))!;
+    expect(row.split('|')).toHaveLength(9); // 7 cells: the name added none
+    expect(row).not.toMatch(/[<>[\]()]/);
+    expect(md).toContain('Budget: 3 of 3 requests: **exhausted**, later calls were refused.');
+  });
+});
