@@ -6,7 +6,7 @@ import { ProxyError, sendError } from './errors.js';
 import { CALLER_CLOSED, Exchange, ExchangeTracker } from './exchange.js';
 import { declaredTooLarge, forward, MAX_INSPECT_BYTES, type ForwardDeps } from './forward.js';
 import { upstreamRequestHeaders } from './headers.js';
-import { isReserved, reservedHandler } from './health.js';
+import { controlPlane, isReserved } from './health.js';
 import type { KeyReloadResult, KeyStore } from './key.js';
 import { Ledger } from './ledger.js';
 import type { Logger } from './logger.js';
@@ -103,7 +103,7 @@ export function createApp(config: Config, deps: AppDeps): ProxyApp {
     ex.end({ status: err.status, code: err.code });
   }
 
-  const reserved = reservedHandler({ config, keyStore, metrics, ledger, isDraining: () => draining, startedAt: Date.now() });
+  const reserved = controlPlane({ config, keyStore, metrics, ledger, isDraining: () => draining, startedAt: Date.now() });
 
   function handler(req: IncomingMessage, res: ServerResponse): void {
     if (isReserved(req)) {

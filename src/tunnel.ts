@@ -1,7 +1,20 @@
+import { createRequire } from 'node:module';
 import type { Socket } from 'node:net';
-import { Agent, Pool, buildConnector } from 'undici';
+import type * as Undici from 'undici';
 import type { Config } from './config.js';
 import { ProxyError, toProxyError } from './errors.js';
+
+// undici's index also loads fetch, caches, mocks and interceptors: 100 ms of the
+// sidecar's start. The pieces the data path uses load in 40 (undici 7's own
+// files, which it publishes as they are; its types come from the index). The
+// index would also have attached connect() to every dispatcher: it is called
+// here on the pool instead.
+const require = createRequire(import.meta.url);
+const Agent: typeof Undici.Agent = require('undici/lib/dispatcher/agent.js');
+const Pool: typeof Undici.Pool = require('undici/lib/dispatcher/pool.js');
+const buildConnector: typeof Undici.buildConnector = require('undici/lib/core/connect.js');
+const connectThrough: (this: Undici.Pool, opts: Parameters<Undici.Pool['connect']>[0]) => Promise<Undici.Dispatcher.ConnectData> = require('undici/lib/api/api-connect.js');
+type Agent = Undici.Agent;
 
 // Idle pooled connections live this long (OpenAI keeps idle connections ~60 s;
 // Squid's pconn_timeout is 1 min). Only idle ones: the pool keeps none beyond need.
@@ -25,7 +38,7 @@ export function createUpstreamAgent(config: Config): Agent {
   });
 }
 
-type Connector = buildConnector.connector;
+type Connector = Undici.buildConnector.connector;
 
 /**
  * Opens a CONNECT tunnel through the egress proxy, then TLS inside it. One
@@ -65,8 +78,8 @@ export function tunnelConnector(proxy: URL, timeoutMs: number): Connector {
       finish(new ProxyError('upstream_timeout', `Connecting to the upstream through the egress proxy took over ${timeoutMs} ms.`));
     }, timeoutMs);
 
-    proxyPool
-      .connect({
+    connectThrough
+      .call(proxyPool, {
         path: authority,
         headers: { host: authority, ...(auth ? { 'proxy-authorization': auth } : {}) },
         signal: abort.signal,
