@@ -99,6 +99,8 @@ const modelList = makeValidator<string[]>((raw) => {
   return entries;
 });
 
+const OPTIONAL_WHEN_EMPTY = ['MAX_TOKENS', 'MAX_REQUESTS', 'ALLOWED_MODELS', 'USAGE_LOG_FILE'];
+
 const SPECS = {
   OPENAI_API_KEY: secretKey({ default: undefined }),
   OPENAI_API_KEY_FILE: str({ default: undefined }),
@@ -130,6 +132,8 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
   // Kubernetes manifests often keep an empty OPENAI_API_KEY beside the file setting.
   const input = { ...env };
   if (input.OPENAI_API_KEY_FILE && !input.OPENAI_API_KEY?.trim()) delete input.OPENAI_API_KEY;
+  // Compose and Helm templates pass optional limits through as empty strings: empty means unset.
+  for (const name of OPTIONAL_WHEN_EMPTY) if (input[name] === '') delete input[name];
   const e = cleanEnv(input, SPECS, {
     reporter: ({ errors }) => {
       const parts = Object.entries(errors).map(([name, err]) => describe(name, err as Error));

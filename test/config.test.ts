@@ -114,6 +114,15 @@ describe('loadConfig', () => {
     expect(c).toMatchObject({ maxTokens: 100000, maxRequests: 50, allowedModels: ['gpt-5*', 'o4-mini', 'ft:gpt-4o:org:x:1'], usageLogFile: log });
   });
 
+  it('takes an empty budget, model list or log path as unset, as templates pass them', () => {
+    expect(loadConfig({ OPENAI_API_KEY: KEY, MAX_TOKENS: '', MAX_REQUESTS: '', ALLOWED_MODELS: '', USAGE_LOG_FILE: '' })).toMatchObject({
+      maxTokens: null,
+      maxRequests: null,
+      allowedModels: null,
+      usageLogFile: undefined,
+    });
+  });
+
   it.each([
     [{ MAX_TOKENS: 'abc' }, 'MAX_TOKENS: must be a positive whole number, got "abc"'],
     [{ MAX_TOKENS: '0' }, 'MAX_TOKENS: must be a positive whole number, got "0"'],

@@ -2,6 +2,7 @@ import { readdirSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createTestPki } from '../../testkit/test-ca.js';
+import { TEST_PROXY_PASSWORD } from '../../testkit/squid.js';
 import { CAPTURE_DIR, TEST_KEY } from './sidecar.js';
 
 /**
@@ -10,7 +11,8 @@ import { CAPTURE_DIR, TEST_KEY } from './sidecar.js';
  * that variable too, and must find the file.
  *
  * After the run, everything every in-process sidecar logged (at trace) and sent to
- * callers is searched for the key and every 6-character fragment of it.
+ * callers is searched for the key and every 6-character fragment of it, and for
+ * the Squid password the shipped-Squid tests give sidecars.
  */
 export default async function setup(): Promise<() => void> {
   const dir = fileURLToPath(new URL('../../.cache/test-pki', import.meta.url));
@@ -33,6 +35,8 @@ function sweepForKey(): void {
   const secret = TEST_KEY.slice('sk-proj-'.length);
   const hits: string[] = [];
   if (text.includes(TEST_KEY)) hits.push('the whole key');
+  // Squid's password rides in the sidecar's HTTPS_PROXY: shown nowhere either.
+  if (text.includes(TEST_PROXY_PASSWORD)) hits.push("Squid's password");
   for (let i = 0; i + 6 <= secret.length; i++) {
     const fragment = secret.slice(i, i + 6);
     if (text.includes(fragment)) hits.push(fragment);

@@ -10,7 +10,7 @@ import { WebSocket } from 'ws';
 import { startFakeUpstream, type FakeUpstream } from '../../testkit/fake-upstream.js';
 import { SQUID_BIN, startSquid, type Squid } from '../../testkit/squid.js';
 import { until } from '../../testkit/wait.js';
-import { startSidecar, testPki, type Sidecar } from '../support/sidecar.js';
+import { startSidecar, TEST_KEY, testPki, type Sidecar } from '../support/sidecar.js';
 import { exchangeEvents, openWebSocket } from '../support/ws.js';
 
 if (!SQUID_BIN) throw new Error('squid is not installed: run scripts/test.sh, or apt-get install squid');
@@ -95,6 +95,7 @@ describe('counting, on every transport', () => {
     expect(lines[5]).toMatchObject({ model: 'gpt-4o', status: 'unknown', input: null, total: null });
     for (const l of lines) expect(Object.keys(l).sort()).toEqual(['cached_input', 'input', 'model', 'output', 'reasoning', 'reqId', 'status', 'time', 'total', 'transport']);
     expect(readFileSync(log, 'utf8')).not.toContain('secret prompt');
+    expect(readFileSync(log, 'utf8')).not.toContain(TEST_KEY.slice(8, 20));
   });
 
   it('bounds the model label: 50 names, then other', async () => {
