@@ -6,32 +6,14 @@
  * CONNECT and a TLS handshake for every request).
  */
 import { createServer, request as httpRequest, Agent as HttpAgent, type IncomingHttpHeaders } from 'node:http';
-import { Agent as HttpsAgent, request as httpsRequest, type AgentOptions } from 'node:https';
-import type { Duplex } from 'node:stream';
-import { connect as tlsConnect } from 'node:tls';
+import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
 import { HttpsProxyAgent } from 'https-proxy-agent';
+import { TunnelAgent } from './tunnel-agent.js';
 
 const upstream = new URL(process.env.UPSTREAM_URL!);
 const proxy = process.env.HTTPS_PROXY ? new URL(process.env.HTTPS_PROXY) : undefined;
 const key = process.env.OPENAI_API_KEY!;
 const tls = upstream.protocol === 'https:';
-
-class TunnelAgent extends HttpsAgent {
-  constructor(opts: AgentOptions) {
-    super(opts);
-  }
-  override createConnection(options: { host?: string; port?: number; servername?: string }, callback: (err: Error | null, socket?: Duplex) => void): undefined {
-    const authority = `${options.host}:${options.port}`;
-    const req = httpRequest({ host: proxy!.hostname, port: proxy!.port, method: 'CONNECT', path: authority, headers: { host: authority }, agent: false });
-    req.once('connect', (res, socket) => {
-      if (res.statusCode !== 200) return callback(new Error(`CONNECT ${res.statusCode}`));
-      callback(null, tlsConnect({ socket, servername: options.servername ?? options.host }));
-    });
-    req.once('error', (err) => callback(err));
-    req.end();
-    return undefined;
-  }
-}
 
 const agent = !tls
   ? new HttpAgent({ keepAlive: true })
@@ -39,7 +21,7 @@ const agent = !tls
     ? new HttpsAgent({ keepAlive: true })
     : process.env.TUNNEL === 'per-request'
       ? new HttpsProxyAgent(proxy, { keepAlive: false })
-      : new TunnelAgent({ keepAlive: true });
+      : new TunnelAgent(proxy, { keepAlive: true });
 const send = tls ? httpsRequest : httpRequest;
 
 createServer((req, res) => {
