@@ -10,11 +10,14 @@ export interface HeldBody {
   json: unknown;
 }
 
-/** A body that may name a model: JSON, or of no declared type. Multipart uploads and others are not read. */
+/**
+ * A body that may name a model: any but a multipart upload (files, audio),
+ * whose parts are not JSON. A JSON body sent as text/plain is still read: the
+ * upstream may well parse it.
+ */
 const mayNameModel = (req: IncomingMessage): boolean => {
-  const type = String(req.headers['content-type'] ?? '');
   const hasBody = req.headers['transfer-encoding'] !== undefined || Number(req.headers['content-length'] ?? 0) > 0;
-  return hasBody && (type === '' || type.includes('json'));
+  return hasBody && !String(req.headers['content-type'] ?? '').toLowerCase().startsWith('multipart/');
 };
 
 /**

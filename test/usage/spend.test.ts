@@ -218,6 +218,9 @@ describe('the model allowlist', () => {
       expect(res.status, String(model)).toBe(403);
       expect(res.body.error).toMatchObject({ type: 'invalid_request_error', code: 'model_not_allowed' });
     }
+    // JSON under another declared type is read all the same.
+    const plain = await request(s.url).post('/v1/responses').set('content-type', 'text/plain').send(JSON.stringify({ model: 'gpt-4o' }));
+    expect(plain.status).toBe(403);
     expect(fake.received.length).toBe(before);
   });
 
