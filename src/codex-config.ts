@@ -106,7 +106,8 @@ export function codexConfigCommand(args: string[], out: NodeJS.WritableStream, e
   return 0;
 }
 
-// Run as a file of its own (the agent image does: `node codex-config.ts ...`).
-if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
+// Run as a file of its own (the agent image does: `node codex-config.ts ...`); not
+// when bundled into another entry point (the Action's), whose URL is argv[1] too.
+if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href && /codex-config\.[jt]s$/.test(import.meta.url)) {
   process.exitCode = codexConfigCommand(process.argv.slice(2), process.stdout, process.stderr);
 }

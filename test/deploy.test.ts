@@ -343,16 +343,36 @@ describe('linters', () => {
     for (const f of files) expect(lint(read(join(dir, f)), join(dir, f))).toEqual([]);
   });
 
-  it('the agent example passes the key to the sidecar step alone and checks the agent holds none', () => {
+  it('the agent example gives the key to the Action alone, checks the agent holds none, and mounts the checkout without its token', () => {
     const wf = parse(read('.github/workflows/agent-example.yml')) as Doc;
     const steps: Doc[] = wf.jobs.agent.steps;
     expect(wf.env).toBeUndefined();
     expect(wf.jobs.agent.env).toBeUndefined();
     const withKey = steps.filter((s) => JSON.stringify(s).includes('secrets.OPENAI_API_KEY'));
-    expect(withKey.map((s) => s.name)).toEqual(['Start the sidecar and Squid']);
+    expect(withKey).toHaveLength(1);
+    expect(withKey[0]!.uses).toBe('./');
+    expect(withKey[0]!.with['openai-api-key']).toBe('${{ secrets.OPENAI_API_KEY }}');
     const check = steps.find((s) => s.name === 'The agent holds no key')!;
     expect(check.run).toMatch(/exit 1/);
-    expect(steps.indexOf(check)).toBeLessThan(steps.findIndex((s) => s.name === 'Run the agent'));
+    const agent = steps.find((s) => s.name === 'Run the agent')!;
+    expect(steps.indexOf(check)).toBeLessThan(steps.indexOf(agent));
+    expect(agent.run).toContain('--network "$NETWORK"');
+    expect(agent.run).toContain('"$GITHUB_WORKSPACE:/workspace:ro"');
+    // The prompt reaches the shell through the environment, never by interpolation into the script.
+    expect(agent.run).not.toContain('${{');
+    expect(steps[0]!.with['persist-credentials']).toBe(false);
+    // Nothing is written into the workspace: the key is the Action's, under RUNNER_TEMP.
+    expect(JSON.stringify(steps)).not.toMatch(/secrets\/openai_api_key/);
+  });
+
+  it('CI caches npm where npm writes, and runs the Action from the checkout', () => {
+    const wf = parse(read('.github/workflows/ci.yml')) as Doc;
+    const test: Doc[] = wf.jobs.test.steps;
+    const install = test.findIndex((s) => s.name === 'Install');
+    expect(test[install]!.run).toBe('npm ci --no-audit --no-fund'); // as the runner's user: its ~/.npm is what setup-node caches
+    expect(install).toBeLessThan(test.findIndex((s) => s.name === 'Tests'));
+    const action: Doc[] = wf.jobs.action.steps;
+    expect(action.find((s) => s.uses === './')?.with['upstream-network']).toBe('fake-upstream');
   });
 
   const shellcheck = spawnSync('shellcheck', ['--version']).status === 0 ? null : 'shellcheck is not installed (scripts/test.sh installs it)';

@@ -7,6 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { fingerprint } from '../../src/key.js';
 import { agentMessage } from '../../testkit/codex.js';
 import { FAKE_TEXT } from '../../testkit/fake-upstream.js';
+import { probeResults, probeScript } from '../../testkit/probe.js';
 import { run, type Ran } from '../../testkit/run.js';
 import { until } from '../../testkit/wait.js';
 
@@ -141,7 +142,7 @@ describe.skipIf(why !== null)(`the compose sandbox, offline${why ? ` (skipped: $
     const squidIp = await inspect(await container('squid'), `{{(index .NetworkSettings.Networks "${project}_egress").IPAddress}}`);
     const fakeIp = await inspect(await container('fake-upstream'), `{{(index .NetworkSettings.Networks "${project}_internet").IPAddress}}`);
     expect(squidIp).toMatch(/^\d+\.\d+\.\d+\.\d+$/);
-    const targets = [
+    const targets: [string, number][] = [
       ['api-proxy', 10000],
       ['squid', 3128],
       [squidIp, 3128],
@@ -149,18 +150,9 @@ describe.skipIf(why !== null)(`the compose sandbox, offline${why ? ` (skipped: $
       [fakeIp, 443],
       ['1.1.1.1', 443],
     ];
-    const r = await inAgent(`
-      const net = require('net');
-      const probe = ([host, port]) => new Promise((resolve) => {
-        const s = net.connect({ host, port, timeout: 3000 });
-        s.on('connect', () => { s.destroy(); resolve('open'); });
-        s.on('timeout', () => { s.destroy(); resolve('timeout'); });
-        s.on('error', (e) => resolve(e.code));
-      });
-      Promise.all(${JSON.stringify(targets)}.map(probe)).then((r) => console.log(JSON.stringify(r)));
-    `);
+    const r = await inAgent(probeScript(targets));
     expect(r.code, r.stderr).toBe(0);
-    const [sidecar, ...others] = JSON.parse(r.stdout.trim().split('\n').at(-1)!) as string[];
+    const [sidecar, ...others] = probeResults(r.stdout);
     expect(sidecar).toBe('open');
     // Names of other networks do not resolve; addresses have no route, or go unanswered.
     for (const outcome of others) expect(outcome).not.toBe('open');
