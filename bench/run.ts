@@ -108,49 +108,31 @@ const direct = (url: string): Contender => ({
   start: async () => ({ url, pid: undefined, stop: async () => undefined }),
 });
 
-const sidecar = (upstreamUrl: string, viaSquid: boolean): Contender => ({
-  name: 'api-proxy',
+/** A Node contender: `script` on a free loopback port, given the key, the upstream and `env`. */
+const nodeContender = (name: string, script: string, upstreamUrl: string, env: Record<string, string>): Contender => ({
+  name,
   start: async () => {
     const port = await freePort();
-    return startProcess(process.execPath, [MAIN], {
+    return startProcess(process.execPath, [script], {
       OPENAI_API_KEY: KEY,
       UPSTREAM_URL: upstreamUrl,
       HOST: '127.0.0.1',
       PORT: String(port),
       NODE_EXTRA_CA_CERTS: pki.caFile,
-      ...(viaSquid ? { HTTPS_PROXY: squid.url, REQUIRE_EGRESS_PROXY: 'true' } : {}),
+      ...env,
     }, port);
   },
 });
 
-const nodeProxy = (name: string, upstreamUrl: string, tunnel?: 'pool' | 'per-request'): Contender => ({
-  name,
-  start: async () => {
-    const port = await freePort();
-    return startProcess(process.execPath, [NODE_PROXY], {
-      OPENAI_API_KEY: KEY,
-      UPSTREAM_URL: upstreamUrl,
-      PORT: String(port),
-      NODE_EXTRA_CA_CERTS: pki.caFile,
-      ...(tunnel ? { HTTPS_PROXY: squid.url, TUNNEL: tunnel } : {}),
-    }, port);
-  },
-});
+const sidecar = (upstreamUrl: string, viaSquid: boolean): Contender =>
+  nodeContender('api-proxy', MAIN, upstreamUrl, viaSquid ? { HTTPS_PROXY: squid.url, REQUIRE_EGRESS_PROXY: 'true' } : {});
+
+const nodeProxy = (name: string, upstreamUrl: string, tunnel?: 'pool' | 'per-request'): Contender =>
+  nodeContender(name, NODE_PROXY, upstreamUrl, tunnel ? { HTTPS_PROXY: squid.url, TUNNEL: tunnel } : {});
 
 /** The design card's stack: express + http-proxy-middleware, with a kept-alive tunnel pool. */
-const expressHpm = (upstreamUrl: string, viaSquid: boolean): Contender => ({
-  name: 'express + http-proxy-middleware',
-  start: async () => {
-    const port = await freePort();
-    return startProcess(process.execPath, [EXPRESS_HPM], {
-      OPENAI_API_KEY: KEY,
-      UPSTREAM_URL: upstreamUrl,
-      PORT: String(port),
-      NODE_EXTRA_CA_CERTS: pki.caFile,
-      ...(viaSquid ? { HTTPS_PROXY: squid.url } : {}),
-    }, port);
-  },
-});
+const expressHpm = (upstreamUrl: string, viaSquid: boolean): Contender =>
+  nodeContender('express + http-proxy-middleware', EXPRESS_HPM, upstreamUrl, viaSquid ? { HTTPS_PROXY: squid.url } : {});
 
 const nginx = (upstreamPort: number): Contender => ({
   name: 'nginx',

@@ -20,7 +20,14 @@ const cut = (bytes: Buffer, at: number[]): Buffer[] => {
   const points = [...new Set(at.map((f) => Math.floor(f * bytes.length)))].filter((p) => p > 0 && p < bytes.length).sort((a, b) => a - b);
   return [0, ...points].map((p, i) => bytes.subarray(p, points[i] ?? bytes.length));
 };
-const tick = (): Promise<void> => new Promise((r) => setImmediate(r));
+/** Writes the property's cuts one by one, each in a write of its own, then ends. */
+async function writeCuts(out: { write(b: Buffer): unknown; end(): unknown }): Promise<void> {
+  for (const c of chunks) {
+    out.write(c);
+    await new Promise((r) => setImmediate(r));
+  }
+  out.end();
+}
 const cuts = fc.array(fc.double({ min: 0, max: 1, noNaN: true }), { maxLength: 12 });
 
 let chunks: Buffer[] = [];
@@ -30,26 +37,18 @@ let viaHttp: Sidecar;
 let viaWs: Sidecar;
 
 beforeAll(async () => {
-  http = createHttpServer(async (req, res) => {
+  http = createHttpServer((req, res) => {
     req.resume();
     res.writeHead(200, { 'content-type': 'text/event-stream' });
-    for (const c of chunks) {
-      res.write(c);
-      await tick();
-    }
-    res.end();
+    void writeCuts(res);
   });
   http.listen(0, '127.0.0.1');
   await once(http, 'listening');
   // A WebSocket upstream by hand: a 101, then frames in the cuts the property picks.
   raw = createNetServer((s: Socket) => {
-    s.once('data', async () => {
+    s.once('data', () => {
       s.write('HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n');
-      for (const c of chunks) {
-        s.write(c);
-        await tick();
-      }
-      s.end();
+      void writeCuts(s);
     });
   });
   raw.listen(0, '127.0.0.1');
