@@ -99,14 +99,15 @@ export function relayWebSocket(
       // The caller must not see our message inside one of the upstream's.
       toCaller(chunk.subarray(0, boundaryInChunk));
       flushInjections();
-      if (!caller.destroyed) toCaller(chunk.subarray(boundaryInChunk));
+      toCaller(chunk.subarray(boundaryInChunk));
     } else {
       toCaller(chunk);
     }
   });
 
   function toCaller(bytes: Buffer): void {
-    if (bytes.length === 0 || caller.destroyed) return;
+    // Ended by a refusal that closes the socket: what the upstream sends after it is not the caller's.
+    if (bytes.length === 0 || caller.destroyed || caller.writableEnded) return;
     if (!caller.write(bytes)) {
       upstream.pause();
       caller.once('drain', () => upstream.resume());
