@@ -3,7 +3,7 @@ import type { Transform } from 'node:stream';
 import { bodyDecoder, decodeBody, isIdentity } from './content-encoding.js';
 import type { Ledger } from './ledger.js';
 import { SseReader } from './sse-reader.js';
-import { mayHoldUsage, readBody, readEvent, UNKNOWN_MODEL, type Reading } from './usage.js';
+import { mayHoldUsage, readBody, readEvent, unknownReading, type Reading } from './usage.js';
 
 /** The model calls whose answers are counted: POST on these, under the base path. */
 const COUNTED = ['responses', 'chat/completions', 'completions', 'embeddings'];
@@ -20,9 +20,6 @@ export interface ResponseUsage {
   /** The body ended (`complete`), or was cut short: count what was read, or unknown. */
   finish(complete: boolean): void;
 }
-
-/** A response whose usage could not be read, under the model it named, if any. */
-export const unknownReading = (model = UNKNOWN_MODEL): Reading => ({ model, status: 'unknown', tokens: null });
 
 // The model a stream names early (response.created, every chat chunk), found without parsing the event.
 const MODEL_FIELD = /"model"\s*:\s*"([^"\\]{1,128})"/;

@@ -26,7 +26,10 @@ export interface Reading {
 }
 
 export const NO_TOKENS: Readonly<Tokens> = Object.freeze({ input: 0, cached_input: 0, output: 0, reasoning: 0, total: 0 });
-export const UNKNOWN_MODEL = 'unknown';
+const UNKNOWN_MODEL = 'unknown';
+
+/** A response whose usage could not be read, under the model it named, if any. */
+export const unknownReading = (model = UNKNOWN_MODEL): Reading => ({ model, status: 'unknown', tokens: null });
 
 type Obj = Record<string, unknown>;
 const isObj = (v: unknown): v is Obj => typeof v === 'object' && v !== null && !Array.isArray(v);
@@ -65,7 +68,7 @@ const TERMINAL: Record<string, ResponseStatus> = {
 
 function reading(model: string, status: ResponseStatus, usage: unknown): Reading {
   const tokens = tokensOf(usage);
-  return tokens ? { model, status, tokens } : { model, status: 'unknown', tokens: null };
+  return tokens ? { model, status, tokens } : unknownReading(model);
 }
 
 const RESPONSE_STATUS = new Set<string>(['completed', 'incomplete', 'failed']);

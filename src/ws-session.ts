@@ -4,8 +4,7 @@ import { ProxyError } from './errors.js';
 import type { Ledger } from './ledger.js';
 import type { Logger } from './logger.js';
 import type { ModelPolicy } from './model-policy.js';
-import { unknownReading } from './response-usage.js';
-import { mayHoldUsage, readEvent } from './usage.js';
+import { mayHoldUsage, readEvent, unknownReading } from './usage.js';
 import { acceptedDeflate, closeFrame, FrameParser, MessageInflater, MessageReader, OPCODE, serverFrame, type Frame, type Message } from './ws-frames.js';
 
 /** What a Responses WebSocket session answers to: the budget, the model list, the bounds of inspection. */
