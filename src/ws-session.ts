@@ -135,6 +135,9 @@ export function relayWebSocket(
 
   const callerFrames = new FrameParser(
     (frame: Frame) => {
+      // A refusal that closes is queued (it waits for a boundary in the upstream's
+      // stream): nothing more of the caller's goes upstream, nor a second close.
+      if (closeAfterInjections) return;
       if (frame.opcode >= OPCODE.close) return toUpstream(frame.raw!); // control frames may come between fragments
       held.push(frame.raw!);
       const message = fromCaller.frame(frame);

@@ -187,6 +187,19 @@ describe('the budget, on every transport', () => {
     expect(fake.received.at(-1)!.messages.length).toBe(sent);
   });
 
+  it('a caller message too large to check is not sent, nor anything after it: 1009', async () => {
+    const s = await sidecarWith({ MAX_REQUESTS: '5', MAX_BODY_BYTES: '2000' });
+    const ws = new WebSocket(wsUrl(s), { perMessageDeflate: false });
+    await new Promise((r) => ws.once('open', r));
+    await exchangeEvents(ws, { type: 'response.create', model: 'gpt-5.5' }, 'response.completed');
+    const sent = fake.received.at(-1)!.messages.length;
+    const code = closed(ws);
+    ws.send(JSON.stringify({ type: 'response.create', model: 'gpt-5.5', input: 'x'.repeat(3000) }));
+    ws.send(JSON.stringify({ type: 'response.create', model: 'gpt-5.5' }));
+    expect(await code).toBe(1009);
+    expect(fake.received.at(-1)!.messages.length).toBe(sent);
+  });
+
   it('uncompressed (or without context takeover), the socket stays open after a refusal', async () => {
     const s = await sidecarWith({ MAX_REQUESTS: '1' });
     const ws = new WebSocket(wsUrl(s), { perMessageDeflate: false });
