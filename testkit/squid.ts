@@ -1,5 +1,5 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, copyFileSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -184,7 +184,12 @@ export async function startProductSquid(netns: Namespace, opts: ProductSquidOpti
   const conf = join(dir, 'squid.conf');
   writeFileSync(conf, productSquidConf(dir, opts.hosts));
   const env = productSquidEnv(dir, conf, opts);
-  const command = netns.argv([SETPRIV, '--reuid', PROXY_UID, '--regid', PROXY_UID, '--clear-groups', SQUID_ENTRYPOINT, '-n', `apiproxyproduct${process.pid}`]);
+  // Squid runs as proxy, which may not be able to enter the checkout (a clone in a
+  // 0700 directory): it runs a copy of the shipped entrypoint from its own directory.
+  const entrypoint = join(dir, 'entrypoint.sh');
+  copyFileSync(SQUID_ENTRYPOINT, entrypoint);
+  chmodSync(entrypoint, 0o755);
+  const command = netns.argv([SETPRIV, '--reuid', PROXY_UID, '--regid', PROXY_UID, '--clear-groups', entrypoint, '-n', `apiproxyproduct${process.pid}`]);
   const auth = env.SQUID_AUTH === 'off' ? '' : `${env.SQUID_PROXY_USER ?? TEST_PROXY_USER}:${encodeURIComponent(env.SQUID_PROXY_PASSWORD ?? '')}@`;
   return launch(dir, { host: netns.peerAddress, port: 3128, auth }, command, env);
 }
