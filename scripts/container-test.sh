@@ -3,11 +3,18 @@
 # sandbox (test/containers/). Provides what they need on a machine that has
 # none of it: Debian's docker.io, docker-compose and debootstrap; a Docker
 # engine started by hand when none answers (stopped again, by its PID, at the
-# end); and local stand-ins for the base images when no registry is reachable.
+# end, or by the next run's leftovers.sh when this one is killed); and local
+# stand-ins for the base images when no registry is reachable.
 # Needs root for the engine. Writes Vitest's JSON report to .cache/.
+# Every wait is bounded (scripts/lib/bound.sh); the engine's log is .cache/dockerd.log.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mkdir -p .cache
+. scripts/lib/bound.sh
+. scripts/lib/pids.sh
+log=.cache/dockerd.log
+
+bash scripts/leftovers.sh
 
 if [ "$(id -u)" = 0 ]; then
   need_apt=()
@@ -15,7 +22,7 @@ if [ "$(id -u)" = 0 ]; then
   command -v docker-compose >/dev/null || need_apt+=(docker-compose)
   command -v debootstrap >/dev/null || need_apt+=(debootstrap)
   # The engine is started below, by hand, not by the package.
-  [ ${#need_apt[@]} -eq 0 ] || bash scripts/apt-install.sh "${need_apt[@]}"
+  [ ${#need_apt[@]} -eq 0 ] || phase "installs (Docker)" bash scripts/apt-install.sh "${need_apt[@]}"
 fi
 
 dockerd_pid=
@@ -25,25 +32,53 @@ stop_engine() {
     # dockerd stops its containers and containerd first; bounded.
     for _ in $(seq 1 30); do kill -0 "$dockerd_pid" 2>/dev/null || break; sleep 1; done
     kill -9 "$dockerd_pid" 2>/dev/null || true
+    pid_forget dockerd
   fi
 }
 trap stop_engine EXIT
 
-if [ "$(id -u)" = 0 ] && command -v dockerd >/dev/null && ! docker info >/dev/null 2>&1; then
-  dockerd >.cache/dockerd.log 2>&1 &
-  dockerd_pid=$!
-  for _ in $(seq 1 60); do docker info >/dev/null 2>&1 && break; sleep 1; done
-  docker info >/dev/null 2>&1 || { echo "dockerd did not answer within 60 s:" >&2; tail -20 .cache/dockerd.log >&2; exit 1; }
-fi
+# 0: an engine answers; 124: one accepts and never answers; other: none.
+engine_answers() {
+  bounded docker_info "${1:-20}" "docker info" "the engine behind /var/run/docker.sock (its log: $log when these scripts started it)" -- \
+    docker info >/dev/null 2>&1
+}
 
-if docker info >/dev/null 2>&1; then
+start_engine() {
+  local rc=0
+  engine_answers || rc=$?
+  if [ $rc = 124 ]; then
+    # A half-started or half-stopped engine: a second one would fail on its pid file or hang the same way.
+    echo "container-test: an engine holds /var/run/docker.sock and does not answer (its pid file says $(cat /var/run/docker.pid 2>/dev/null || echo nothing)); not started by these scripts, so left alone: stop it and run again" >&2
+    return 1
+  fi
+  [ $rc != 0 ] || return 0
+  if [ "$(id -u)" != 0 ] || ! command -v dockerd >/dev/null; then return 0; fi
+  dockerd >"$log" 2>&1 &
+  dockerd_pid=$!
+  pid_record dockerd "$dockerd_pid"
+  local bound=${API_PROXY_BOUND_engine_start:-120} t0=$SECONDS
+  until engine_answers 10; do
+    if ! kill -0 "$dockerd_pid" 2>/dev/null; then
+      echo "api-proxy: the engine (dockerd) exited while starting; look at $log:" >&2
+    elif [ $((SECONDS - t0)) -ge "$bound" ]; then
+      echo "api-proxy: the engine's start did not finish within $bound s (dockerd pid $dockerd_pid); look at $log:" >&2
+    else
+      sleep 1
+      continue
+    fi
+    tail -20 "$log" >&2
+    return 1
+  done
+}
+phase "engine start" start_engine
+
+if engine_answers; then
   # Said in the log: the DNS isolation of the agent's network holds only on a fixed engine.
   bash scripts/engine-check.sh
-  started=$(date +%s)
-  bash scripts/container-bases.sh
-  echo "base images ready in $(( $(date +%s) - started )) s"
+  phase "base images" bash scripts/container-bases.sh
 fi
 
 # Without an engine the test says why it cannot run (and fails under API_PROXY_REQUIRE_ALL=1).
 rm -f .cache/vitest-containers.json
-npx vitest run --config vitest.containers.config.ts --reporter=default --reporter=json --outputFile.json=.cache/vitest-containers.json
+phase "container tests" bounded container_tests 2400 "the container tests" "the output above; the engine's log $log" -- \
+  npx vitest run --config vitest.containers.config.ts --reporter=default --reporter=json --outputFile.json=.cache/vitest-containers.json

@@ -378,8 +378,10 @@ describe('linters', () => {
   const shellcheck = spawnSync('shellcheck', ['--version']).status === 0 ? null : 'shellcheck is not installed (scripts/test.sh installs it)';
   if (shellcheck && process.env.API_PROXY_REQUIRE_ALL === '1') throw new Error(shellcheck);
   it.skipIf(shellcheck !== null)(`shellcheck finds nothing in the shell scripts${shellcheck ? ` (skipped: ${shellcheck})` : ''}`, () => {
-    const scripts = ['.ci/run', ...readdirSync(join(ROOT, 'scripts')).filter((f) => f.endsWith('.sh')).map((f) => `scripts/${f}`), 'squid/entrypoint.sh', 'agent/entrypoint.sh'];
-    const r = spawnSync('shellcheck', scripts, { cwd: ROOT, encoding: 'utf8' });
+    const sh = (dir: string) => readdirSync(join(ROOT, dir)).filter((f) => f.endsWith('.sh')).map((f) => `${dir}/${f}`);
+    const scripts = ['.ci/run', ...sh('scripts'), ...sh('scripts/lib'), 'squid/entrypoint.sh', 'agent/entrypoint.sh'];
+    // -x: follows the sourced scripts/lib/*.sh from the checkout's root.
+    const r = spawnSync('shellcheck', ['-x', ...scripts], { cwd: ROOT, encoding: 'utf8' });
     expect(r.stdout).toBe('');
     expect(r.status).toBe(0);
   });

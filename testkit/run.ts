@@ -8,7 +8,15 @@ export interface Ran {
   error?: Error;
 }
 
-/** Runs a command to its end without blocking the event loop, killed at `timeoutMs`. */
+/** How long output may still arrive after the command exits: a process it left behind may hold its pipes. */
+const DRAIN_MS = 2_000;
+
+/**
+ * Runs a command to its end without blocking the event loop, killed at
+ * `timeoutMs` (said at the end of its stderr, so an assertion names the step).
+ * Resolves when the command has exited and its output is read, or DRAIN_MS
+ * after its exit when something it started still holds the pipes.
+ */
 export function run(
   command: string,
   args: string[],
@@ -18,16 +26,25 @@ export function run(
     const child = spawn(command, args, { cwd: opts.cwd, env: opts.env, stdio: ['ignore', 'pipe', 'pipe'] });
     let stdout = '';
     let stderr = '';
+    let drain: NodeJS.Timeout | undefined;
     child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
     child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
-    const timer = setTimeout(() => child.kill('SIGKILL'), opts.timeoutMs ?? 60_000);
-    child.on('error', (error) => {
+    const limit = opts.timeoutMs ?? 60_000;
+    const timer = setTimeout(() => {
+      stderr += `\n[run] ${command} ${args.join(' ')}: killed at its time limit of ${limit} ms\n`;
+      child.kill('SIGKILL');
+    }, limit);
+    const done = (ran: Ran): void => {
       clearTimeout(timer);
-      resolve({ code: null, stdout, stderr, error });
+      clearTimeout(drain);
+      child.stdout.destroy();
+      child.stderr.destroy();
+      resolve(ran);
+    };
+    child.on('error', (error) => done({ code: null, stdout, stderr, error }));
+    child.on('exit', (code) => {
+      drain = setTimeout(() => done({ code, stdout, stderr }), DRAIN_MS);
     });
-    child.on('close', (code) => {
-      clearTimeout(timer);
-      resolve({ code, stdout, stderr });
-    });
+    child.on('close', (code) => done({ code, stdout, stderr }));
   });
 }
