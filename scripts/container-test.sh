@@ -75,6 +75,7 @@ phase "engine start" start_engine
 if engine_answers; then
   # Said in the log: the DNS isolation of the agent's network holds only on a fixed engine.
   bash scripts/engine-check.sh
+  bash scripts/engine-leftovers.sh
   phase "base images" bash scripts/container-bases.sh
 fi
 

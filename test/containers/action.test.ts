@@ -89,7 +89,7 @@ describe.skipIf(why !== null)(`the Action, run as the runner runs it${why ? ` (s
     }
     // The fake upstream where Squid can reach it: a public-shaped subnet (Squid refuses private ones).
     await sh('docker', ['network', 'create', '--subnet', '198.19.251.0/24', '--label', `${LABEL}-test=${process.pid}`, upstreamNet]);
-    const fake = await sh('docker', ['run', '-d', '--name', fakeName, '--network', upstreamNet, '--network-alias', 'api.openai.test', '--sysctl', 'net.ipv4.ip_unprivileged_port_start=0', 'api-proxy-fake-upstream:local']);
+    const fake = await sh('docker', ['run', '-d', '--name', fakeName, '--label', `${LABEL}-test=${process.pid}`, '--network', upstreamNet, '--network-alias', 'api.openai.test', '--sysctl', 'net.ipv4.ip_unprivileged_port_start=0', 'api-proxy-fake-upstream:local']);
     expect(fake.code, fake.stderr).toBe(0);
     await until(() => sh('docker', ['logs', fakeName]), (r) => r.stdout.includes('"listening"'), 60_000, 200);
     expect((await sh('docker', ['cp', `${fakeName}:/pki/ca.pem`, join(caDir, 'ca.pem')])).code).toBe(0);
