@@ -8,9 +8,9 @@
 # process group API_PROXY_BOUND_GRACE (10) seconds later. On expiry prints one
 # line naming STEP, the wait and HINT (what to look at), and returns 124.
 # API_PROXY_BOUND_<KEY> overrides SECONDS (the tests set short ones).
-# The stderr the scripts had when they sourced this: the expiry line goes there
-# even when a caller sends the command's own output away.
-exec {bound_stderr}>&2
+# The stdout and stderr the scripts had when they sourced this: phase lines and
+# the expiry line go there even when a caller sends the command's output away.
+exec {phase_stdout}>&1 {bound_stderr}>&2
 bounded() {
   local key=$1 secs=$2 step=$3 hint=$4
   shift 4
@@ -37,11 +37,11 @@ phase() {
   local t0=$SECONDS rc=0
   mkdir -p .cache
   printf '%s\n' "$name" > .cache/phase
-  echo "== $name: started"
+  echo "== $name: started" >&"$phase_stdout"
   "$@" || rc=$?
   local took=$((SECONDS - t0)) how=ok
   [ $rc = 0 ] || how="failed (exit $rc)"
-  echo "== $name: $how in $took s"
+  echo "== $name: $how in $took s" >&"$phase_stdout"
   printf '%s %s s\n' "$name" "$took" >> .cache/phases
   return $rc
 }

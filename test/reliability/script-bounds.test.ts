@@ -196,9 +196,9 @@ describe('leftovers.sh and the pid files of an earlier run', () => {
 });
 
 describe('phases and the run as a whole', () => {
-  it('prints each phase as it starts and ends with its seconds, and a line of them all', async () => {
+  it("prints each phase as it starts and ends with its seconds (wherever the command's output goes), and a line of them all", async () => {
     const { dir } = checkout({});
-    const r = await run('bash', ['-c', '. scripts/lib/bound.sh; phase one true; phase two false || true; phase_summary'], { cwd: dir, timeoutMs: 10_000 });
+    const r = await run('bash', ['-c', '. scripts/lib/bound.sh; phase one echo hidden > /dev/null; phase two false || true; phase_summary'], { cwd: dir, timeoutMs: 10_000 });
     expect(r.stdout).toMatch(/^== one: started\n== one: ok in \d+ s\n== two: started\n== two: failed \(exit 1\) in \d+ s\nphases: one \d+ s; two \d+ s\n$/);
   });
 
