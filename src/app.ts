@@ -1,19 +1,16 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
-import { callerAllowed } from './caller-auth.js';
 import type { Config } from './config.js';
 import { ProxyError, sendError } from './errors.js';
 import { CALLER_CLOSED, Exchange, ExchangeTracker } from './exchange.js';
-import { declaredTooLarge, forward, MAX_INSPECT_BYTES, type ForwardDeps } from './forward.js';
-import { upstreamRequestHeaders } from './headers.js';
+import { forward, MAX_INSPECT_BYTES, type ForwardDeps } from './forward.js';
+import { billingHeaders, upstreamRequestHeaders } from './headers.js';
 import { controlPlane, isReserved } from './health.js';
 import type { KeyReloadResult, KeyStore } from './key.js';
 import { Ledger } from './ledger.js';
 import type { Logger } from './logger.js';
-import { createMetrics, routeFamily, type Metrics } from './metrics.js';
-import { ModelPolicy } from './model-policy.js';
-import { readModelBody } from './request-body.js';
-import { upstreamPath } from './target.js';
+import { createMetrics, type Metrics } from './metrics.js';
+import { Admission, type Admitted, type Held } from './policy/admission.js';
 import { createUpstreamAgent } from './tunnel.js';
 import { rejectUpgrade, tunnelUpgrade } from './upgrade.js';
 import type { WsPolicy } from './ws-session.js';
@@ -53,44 +50,22 @@ export function createApp(config: Config, deps: AppDeps): ProxyApp {
   const http = new ExchangeTracker(metrics, logger, 'http');
   const websockets = new ExchangeTracker(metrics, logger, 'websocket');
   const ledger = new Ledger({ maxTokens: config.maxTokens, maxRequests: config.maxRequests, usageLogFile: config.usageLogFile, metrics, logger });
-  const models = config.allowedModels ? new ModelPolicy(config.allowedModels) : null;
   let draining = false;
+  const admission = new Admission(config, ledger, () => draining);
+  const pinned = billingHeaders(config);
+  const headersFor = (ex: Exchange): string[] => upstreamRequestHeaders(ex.req.rawHeaders, keyStore.key, ex.id, pinned);
 
   const upstream: ForwardDeps = {
     agent,
     upstreamUrl: config.upstreamUrl,
     idleTimeoutMs: config.idleTimeoutMs,
     maxBodyBytes: config.maxBodyBytes,
-    basePath: config.basePath,
-    ledger,
     metrics,
     logger,
     keyFingerprint: () => keyStore.fingerprint,
     currentKey: () => keyStore.key,
   };
-  const wsPolicy: WsPolicy = { ledger, models, maxMessageBytes: config.maxBodyBytes, maxInspectBytes: MAX_INSPECT_BYTES, logger };
-
-  /**
-   * The checks every exchange passes before anything goes upstream, in order.
-   * Each returns the upstream path, or throws the ProxyError the caller gets.
-   */
-  function admit(ex: Exchange): string {
-    if (draining) throw new ProxyError('draining', 'The proxy is shutting down; retry on another instance.');
-    const path = upstreamPath(ex.req.url ?? '', config.basePath);
-    ex.path = path;
-    ex.route = routeFamily(path, config.basePath);
-    if (!callerAllowed(ex.req.headers, config.proxyAuthToken)) {
-      throw new ProxyError('proxy_auth_required', 'This proxy needs its token as the bearer key.');
-    }
-    if (declaredTooLarge(ex.req.headers, config.maxBodyBytes)) {
-      throw new ProxyError('body_too_large', `The request body is over ${config.maxBodyBytes} bytes.`);
-    }
-    ledger.admit(false); // spent: refused before anything is read or sent
-    return path;
-  }
-
-  /** What MAX_REQUESTS counts: every forwarded request but GET and HEAD. */
-  const counts = (method: string | undefined): boolean => method !== 'GET' && method !== 'HEAD';
+  const wsPolicy: WsPolicy = { ledger, models: admission.models, maxMessageBytes: config.maxBodyBytes, maxInspectBytes: MAX_INSPECT_BYTES, logger };
 
   function refuse(ex: Exchange, res: ServerResponse, err: unknown): void {
     if (!(err instanceof ProxyError)) {
@@ -111,50 +86,46 @@ export function createApp(config: Config, deps: AppDeps): ProxyApp {
       return;
     }
     const ex = new Exchange(req, http, keyStore.key);
-    let path: string;
+    let admitted: Admitted;
+    let held: Held | Promise<Held>;
     try {
-      path = admit(ex);
+      admitted = admission.request(ex);
+      held = admission.body(ex, admitted.route);
     } catch (err) {
       refuse(ex, res, err);
       return;
     }
-    const send = (body?: Buffer): void => {
-      ledger.admit(counts(req.method));
-      forward(upstream, ex, res, path, upstreamRequestHeaders(req.rawHeaders, keyStore.key, ex.id), body);
-    };
-    if (!models) {
-      try {
-        send();
-      } catch (err) {
-        refuse(ex, res, err);
-      }
+    if (!(held instanceof Promise)) {
+      forward(upstream, ex, res, admitted.upstreamTarget, headersFor(ex), undefined, held.call);
       return;
     }
-    // The model is read from the body, so the body is held until it is checked (within MAX_BODY_BYTES).
-    readModelBody(req, config.maxBodyBytes, config.idleTimeoutMs)
-      .then((held) => {
-        if (held) {
-          models.check(held.json);
-          ex.bytesIn = held.raw.length;
+    // The body was held to be checked.
+    held.then(
+      ({ raw, call }) => {
+        if (req.socket.destroyed) {
+          call?.reservation.release();
+          ex.end({ status: CALLER_CLOSED });
+          return;
         }
-        send(held?.raw);
-      })
-      .catch((err: unknown) => refuse(ex, res, err));
+        forward(upstream, ex, res, admitted.upstreamTarget, headersFor(ex), raw, call);
+      },
+      (err: unknown) => refuse(ex, res, err),
+    );
   }
 
   function onUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
     socket.on('error', () => socket.destroy()); // before anything async (httpxy #79)
     const ex = new Exchange(req, websockets, keyStore.key);
-    let path: string;
+    let admitted: Admitted;
     try {
-      path = admit(ex);
+      admitted = admission.request(ex);
     } catch (err) {
       const error = err as ProxyError;
       rejectUpgrade(socket, error, ex.id);
       ex.end({ status: error.status, code: error.code });
       return;
     }
-    tunnelUpgrade(upstream, wsPolicy, ex, socket, head, path, upstreamRequestHeaders(req.rawHeaders, keyStore.key, ex.id));
+    tunnelUpgrade(upstream, wsPolicy, ex, socket, head, admitted.upstreamTarget, headersFor(ex));
   }
 
   function noteReload(result: KeyReloadResult): KeyReloadResult {

@@ -1,6 +1,7 @@
 import { closeSync, openSync } from 'node:fs';
 import { bool, cleanEnv, host, makeValidator, port, str, EnvError } from 'envalid';
 import { parseKey, readKeyFile, type KeySource } from './key.js';
+import { GUARDED_DEFAULT_ROUTES } from './policy/routes.js';
 
 export interface Config {
   readonly key: string;
@@ -28,6 +29,15 @@ export interface Config {
   /** Model names and `*` globs; null allows any model. */
   readonly allowedModels: readonly string[] | null;
   readonly usageLogFile: string | undefined;
+  /** Any of MAX_TOKENS, MAX_REQUESTS, ALLOWED_MODELS set: the spend controls are on. */
+  readonly guarded: boolean;
+  /** Route families forwarded (ALLOWED_ROUTES); `*` for every family but ephemeral_keys. */
+  readonly allowedRoutes: readonly string[];
+  /** Output tokens reserved for a model call that sets no maximum of its own. */
+  readonly reserveTokens: number;
+  /** Sent upstream as OpenAI-Organization / OpenAI-Project; the caller's are always removed. */
+  readonly openaiOrganization: string | undefined;
+  readonly openaiProject: string | undefined;
 }
 
 /** A bad setting: `message` names the variable and never holds a secret's value. */
@@ -99,7 +109,22 @@ const modelList = makeValidator<string[]>((raw) => {
   return entries;
 });
 
-const OPTIONAL_WHEN_EMPTY = ['MAX_TOKENS', 'MAX_REQUESTS', 'ALLOWED_MODELS', 'USAGE_LOG_FILE'];
+const routeList = makeValidator<string[]>((raw) => {
+  const entries = raw.split(',').map((e) => e.trim()).filter((e) => e !== '');
+  if (entries.length === 0) throw new EnvError('is set but names no route family (use * for all)');
+  const bad = entries.find((e) => e !== '*' && !/^[a-z_]{1,64}$/.test(e));
+  if (bad !== undefined) throw new EnvError(`"${bad.slice(0, 64)}" is not a route family name (such as responses, files, or *)`);
+  return entries;
+});
+
+// Sent as header values: visible ASCII only, so nothing can split or smuggle a header.
+const headerValue = makeValidator<string>((raw) => {
+  const value = raw.trim();
+  if (!/^[\x21-\x7e]{1,256}$/.test(value)) throw new EnvError('must be an id of visible ASCII characters');
+  return value;
+});
+
+const OPTIONAL_WHEN_EMPTY = ['MAX_TOKENS', 'MAX_REQUESTS', 'ALLOWED_MODELS', 'USAGE_LOG_FILE', 'ALLOWED_ROUTES', 'OPENAI_ORGANIZATION', 'OPENAI_PROJECT'];
 
 const SPECS = {
   OPENAI_API_KEY: secretKey({ default: undefined }),
@@ -125,6 +150,10 @@ const SPECS = {
   MAX_REQUESTS: positive({ default: undefined }),
   ALLOWED_MODELS: modelList({ default: undefined }),
   USAGE_LOG_FILE: str({ default: undefined }),
+  ALLOWED_ROUTES: routeList({ default: undefined }),
+  RESERVE_TOKENS: positive({ default: 16_384 }),
+  OPENAI_ORGANIZATION: headerValue({ default: undefined }),
+  OPENAI_PROJECT: headerValue({ default: undefined }),
 };
 
 /** Parses and validates the environment once; throws ConfigError naming each bad variable. */
@@ -156,6 +185,7 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
   }
 
   if (e.USAGE_LOG_FILE) checkWritable(e.USAGE_LOG_FILE);
+  const guarded = e.MAX_TOKENS !== undefined || e.MAX_REQUESTS !== undefined || e.ALLOWED_MODELS !== undefined;
 
   return Object.freeze({
     key,
@@ -177,6 +207,11 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
     maxRequests: e.MAX_REQUESTS ?? null,
     allowedModels: e.ALLOWED_MODELS ? Object.freeze(e.ALLOWED_MODELS) : null,
     usageLogFile: e.USAGE_LOG_FILE || undefined,
+    guarded,
+    allowedRoutes: Object.freeze(e.ALLOWED_ROUTES ?? (guarded ? [...GUARDED_DEFAULT_ROUTES] : ['*'])),
+    reserveTokens: e.RESERVE_TOKENS,
+    openaiOrganization: e.OPENAI_ORGANIZATION,
+    openaiProject: e.OPENAI_PROJECT,
   });
 }
 

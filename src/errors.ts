@@ -8,8 +8,10 @@ import type { ServerResponse } from 'node:http';
  */
 const ERRORS = {
   bad_request_target: { status: 400 },
+  background_not_allowed: { status: 400, type: 'invalid_request_error', final: true },
   proxy_auth_required: { status: 401 },
   model_not_allowed: { status: 403, type: 'invalid_request_error', final: true },
+  route_not_allowed: { status: 403, type: 'invalid_request_error', final: true },
   body_too_large: { status: 413 },
   budget_exceeded: { status: 429, type: 'insufficient_quota', final: true },
   egress_denied: { status: 502 },
@@ -67,6 +69,28 @@ export function toProxyError(err: unknown): ProxyError {
     return new ProxyError('upstream_timeout', 'The upstream did not answer in time.', { cause: err });
   }
   return new ProxyError('upstream_unreachable', 'The upstream could not be reached.', { cause: err });
+}
+
+// Errors raised while the connection to the upstream was being made: the request never left.
+const CONNECTING = new WeakSet<Error>();
+const CONNECT_CODES = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN', 'EHOSTUNREACH', 'ENETUNREACH', 'UND_ERR_CONNECT_TIMEOUT']);
+
+/** Marks an error of the connecting step (the egress tunnel, TLS): nothing of the request was sent. */
+export function whileConnecting<E extends Error>(err: E): E {
+  CONNECTING.add(err);
+  return err;
+}
+
+/**
+ * True when the request surely never reached the upstream, so the model call
+ * cost nothing. Anything else (a reset mid-answer, a timeout) may have been
+ * billed: the budget is charged, not spared.
+ */
+export function neverSent(err: unknown): boolean {
+  for (let e = err; e instanceof Error; e = e.cause) {
+    if (CONNECTING.has(e) || CONNECT_CODES.has(String((e as { code?: unknown }).code))) return true;
+  }
+  return false;
 }
 
 /** OpenAI's error shape, so SDKs show our errors like theirs. */

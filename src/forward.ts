@@ -1,14 +1,15 @@
 import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:http';
 import type { Readable } from 'node:stream';
 import type { Dispatcher } from 'undici';
-import { ProxyError, sendError, toProxyError } from './errors.js';
+import { neverSent, ProxyError, sendError, toProxyError } from './errors.js';
 import { CALLER_CLOSED, type Exchange } from './exchange.js';
 import { downstreamResponseHeaders } from './headers.js';
-import type { Ledger } from './ledger.js';
 import type { Logger } from './logger.js';
 import type { Metrics } from './metrics.js';
 import { cleanErrorBody } from './redact.js';
-import { isModelCall, responseUsage, type ResponseUsage } from './response-usage.js';
+import type { AdmittedCall } from './policy/admission.js';
+import { responseUsage, type ResponseUsage } from './response-usage.js';
+import { unknownReading } from './usage.js';
 
 /** How much of a response is read for its usage: past it, the response counts as unknown. */
 export const MAX_INSPECT_BYTES = 8 * 1024 * 1024;
@@ -48,17 +49,25 @@ export interface UpstreamDeps {
 
 export interface ForwardDeps extends UpstreamDeps {
   maxBodyBytes: number;
-  basePath: string;
-  ledger: Ledger;
 }
 
 /**
  * Sends one exchange upstream and streams the answer back; `headers` are already
- * policy-filtered. `heldBody` is the request body when admission had to read it whole.
+ * policy-filtered. `held` is a body admission read and checked, else the
+ * request streams; `call` a model call's reservation: its answer is read for
+ * usage and settles it.
  */
-export function forward(deps: ForwardDeps, ex: Exchange, res: ServerResponse, upstreamPath: string, headers: string[], heldBody?: Buffer): void {
+export function forward(
+  deps: ForwardDeps,
+  ex: Exchange,
+  res: ServerResponse,
+  upstreamTarget: string,
+  headers: string[],
+  held?: Buffer,
+  call?: AdmittedCall,
+): void {
   const req = ex.req;
-  const handler = new ForwardHandler(deps, ex, res);
+  const handler = new ForwardHandler(deps, ex, res, call);
   res.on('close', () => handler.callerClosed());
   // The caller's side of "no byte either way": a body that stops arriving, say.
   // undici's own timeouts cover the upstream side. Node resets this after the response.
@@ -66,19 +75,13 @@ export function forward(deps: ForwardDeps, ex: Exchange, res: ServerResponse, up
   deps.agent.dispatch(
     {
       origin: deps.upstreamUrl,
-      path: upstreamPath,
+      path: upstreamTarget,
       method: req.method as Dispatcher.HttpMethod,
       headers,
-      body: heldBody ?? requestBody(req, ex, deps.maxBodyBytes),
+      body: held ?? requestBody(req, ex, deps.maxBodyBytes),
     },
     handler,
   );
-}
-
-/** Refuses a body whose declared size is already over the limit, before anything goes upstream. */
-export function declaredTooLarge(headers: IncomingHttpHeaders, max: number): boolean {
-  const length = headers['content-length'];
-  return length !== undefined && Number(length) > max;
 }
 
 /**
@@ -153,13 +156,20 @@ class ForwardHandler implements Dispatcher.DispatchHandler {
     private readonly deps: ForwardDeps,
     private readonly ex: Exchange,
     private readonly res: ServerResponse,
+    private readonly call: AdmittedCall | undefined,
   ) {}
+
+  /** A model call that ended without a readable answer: it may have been billed, so its reservation is charged. */
+  #charge(): void {
+    if (this.#usage) this.#usage.finish(false);
+    else this.call?.reservation.record('http', unknownReading(this.call.model));
+  }
 
   callerClosed(): void {
     if (this.res.writableFinished || this.ex.ended) return;
     // End first: abort() reports back through onResponseError, which must not count a 502.
     this.ex.end({ status: CALLER_CLOSED, upstreamStatus: this.#status || undefined });
-    this.#usage?.finish(false);
+    this.#charge();
     // The caller went away: stop the upstream exchange now, so a cancelled model call stops billing.
     this.#controller?.abort(new Error('caller closed the connection'));
   }
@@ -181,12 +191,12 @@ class ForwardHandler implements Dispatcher.DispatchHandler {
     this.#headers = headers;
     this.deps.metrics.firstByte.observe({ route: this.ex.route }, this.ex.seconds());
     noteUpstreamStatus(this.deps, this.ex, status);
+    // The upstream refused the call: no work, nothing to charge.
+    if (status >= 300) this.call?.reservation.release();
+    else if (this.call) this.#usage = responseUsage(this.call.reservation, headers, MAX_INSPECT_BYTES, this.call.model);
     if (status >= 400 && !isEventStream(headers)) {
       this.#errorBody = new ErrorBody();
       return;
-    }
-    if (status < 300 && isModelCall(this.ex.req.method, this.ex.path, this.deps.basePath)) {
-      this.#usage = responseUsage(this.deps.ledger, this.ex.id, headers, MAX_INSPECT_BYTES);
     }
     const length = headers['content-length'];
     this.#remaining = length === undefined ? -1 : Number(length);
@@ -221,7 +231,8 @@ class ForwardHandler implements Dispatcher.DispatchHandler {
   }
 
   onResponseError(_c: Dispatcher.DispatchController | undefined, err: Error): void {
-    this.#usage?.finish(false);
+    if (this.#status === 0 && neverSent(err)) this.call?.reservation.release();
+    else this.#charge();
     if (this.ex.ended) return;
     const error = toProxyError(err);
     // A body over the limit means the caller is still sending: close rather than read the rest.

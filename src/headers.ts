@@ -9,6 +9,12 @@ import type { IncomingHttpHeaders } from 'node:http';
 /** Whatever a caller may have used to authenticate: never forwarded. */
 export const CREDENTIAL_HEADERS = new Set(['authorization', 'proxy-authorization', 'api-key', 'x-api-key', 'cookie']);
 
+/**
+ * Who pays, with a user key that belongs to several: never the caller's choice.
+ * OPENAI_ORGANIZATION / OPENAI_PROJECT pin them instead.
+ */
+export const BILLING_HEADERS = new Set(['openai-organization', 'openai-project']);
+
 /** Forwarding hints would tell the upstream about the sandbox, or let a caller spoof them. */
 export const FORWARDING_HEADERS = new Set(['forwarded', 'via', 'x-real-ip', 'host']);
 
@@ -55,6 +61,7 @@ function connectionTokens(raw: readonly string[]): Set<string> {
 function dropRequestHeader(name: string, listed: Set<string>): boolean {
   return (
     CREDENTIAL_HEADERS.has(name) ||
+    BILLING_HEADERS.has(name) ||
     FORWARDING_HEADERS.has(name) ||
     HOP_BY_HOP_HEADERS.has(name) ||
     name.startsWith('x-forwarded-') ||
@@ -63,19 +70,27 @@ function dropRequestHeader(name: string, listed: Set<string>): boolean {
   );
 }
 
+/** The configured billing headers, as name, value pairs for upstreamRequestHeaders. */
+export function billingHeaders(config: { openaiOrganization?: string | undefined; openaiProject?: string | undefined }): string[] {
+  const out: string[] = [];
+  if (config.openaiOrganization) out.push('openai-organization', config.openaiOrganization);
+  if (config.openaiProject) out.push('openai-project', config.openaiProject);
+  return out;
+}
+
 /**
  * Upstream request headers from the caller's raw headers (Node's `rawHeaders`:
  * name, value, name, value…), as the flat list undici takes. Keeps duplicates and
- * the caller's spelling of names.
+ * the caller's spelling of names; `pinned` (billingHeaders) are added.
  */
-export function upstreamRequestHeaders(rawHeaders: readonly string[], key: string, requestId: string): string[] {
+export function upstreamRequestHeaders(rawHeaders: readonly string[], key: string, requestId: string, pinned: readonly string[] = []): string[] {
   const listed = connectionTokens(rawHeaders);
   const out: string[] = [];
   for (let i = 0; i < rawHeaders.length; i += 2) {
     const name = rawHeaders[i]!;
     if (!dropRequestHeader(name.toLowerCase(), listed)) out.push(name, rawHeaders[i + 1]!);
   }
-  out.push('authorization', `Bearer ${key}`, REQUEST_ID_HEADER, requestId);
+  out.push(...pinned, 'authorization', `Bearer ${key}`, REQUEST_ID_HEADER, requestId);
   return out;
 }
 

@@ -7,7 +7,7 @@ import { REQUEST_ID_HEADER, requestIdFor } from './headers.js';
 import type { KeyStore } from './key.js';
 import type { Ledger } from './ledger.js';
 import type { Metrics } from './metrics.js';
-import { pathOf } from './target.js';
+import { pathOf } from './policy/target.js';
 
 // A probe must answer well inside a kubelet's 1 s default timeout.
 const PROBE_TIMEOUT_MS = 800;

@@ -37,16 +37,54 @@ const add = (into: Tokens, t: Tokens): void => {
 };
 
 /**
+ * A model call's hold on the token budget while it runs: its estimate counts
+ * against the calls admitted after it, until its usage replaces it. A call
+ * whose usage cannot be read is charged the estimate, never zero.
+ */
+export class Reservation {
+  #done = false;
+
+  constructor(
+    private readonly ledger: Ledger,
+    readonly reqId: string,
+    readonly estimate: number,
+  ) {}
+
+  get done(): boolean {
+    return this.#done;
+  }
+
+  /** Settles to what the answer reported; a reading without tokens is charged the estimate. */
+  record(transport: Transport, reading: Reading): void {
+    if (this.#done) return;
+    this.#done = true;
+    this.ledger.settle(this, transport, reading);
+  }
+
+  /** The upstream refused the call before doing any work: nothing is charged. */
+  release(): void {
+    if (this.#done) return;
+    this.#done = true;
+    this.ledger.settle(this, null, null);
+  }
+}
+
+/**
  * What the agent has spent, for the sidecar's life: requests as MAX_REQUESTS
  * counts them, tokens per model as the upstream reported them, responses whose
- * usage could not be read. The one place budgets are decided; readers of
- * responses report here, and never the other way round.
+ * usage could not be read, and the reservations of the calls in flight. The one
+ * place budgets are decided; readers of responses report here, and never the
+ * other way round.
  */
 export class Ledger {
   readonly since = new Date();
   #requests = 0;
   #unknown = 0;
   #tokens: Tokens = { ...NO_TOKENS };
+  /** Tokens charged for calls whose usage could not be read: their reservations. */
+  #charged = 0;
+  /** The sum of the reservations in flight. */
+  #reserved = 0;
   #models = new Map<string, { responses: number; tokens: Tokens }>();
   #log: WriteStream | undefined;
 
@@ -58,26 +96,64 @@ export class Ledger {
     }
   }
 
+  /** Tokens the budget has spent: what was reported, plus what unreadable calls were charged. */
+  get usedTokens(): number {
+    return this.#tokens.total + this.#charged;
+  }
+
   get exhausted(): boolean {
     const { maxTokens, maxRequests } = this.opts;
-    return (maxTokens !== null && this.#tokens.total >= maxTokens) || (maxRequests !== null && this.#requests >= maxRequests);
+    return (maxTokens !== null && this.usedTokens >= maxTokens) || (maxRequests !== null && this.#requests >= maxRequests);
+  }
+
+  #spent(): ProxyError {
+    const { maxTokens, maxRequests } = this.opts;
+    const which =
+      maxRequests !== null && this.#requests >= maxRequests
+        ? `its request budget (MAX_REQUESTS=${maxRequests}) is spent`
+        : `its token budget (MAX_TOKENS=${maxTokens}) is spent: ${this.usedTokens} tokens used`;
+    return new ProxyError('budget_exceeded', `This sandbox's model budget is exhausted: ${which}. Nothing more is sent upstream.`);
   }
 
   /**
-   * The budget gate, for a request about to go upstream: refused once spent;
-   * otherwise counted when `counts` (what MAX_REQUESTS counts). Synchronous, so
-   * concurrent callers cannot both take the last request.
+   * The budget gate for a request that is no model call: refused once spent;
+   * otherwise counted when `counts` (what MAX_REQUESTS counts).
    */
   admit(counts: boolean): void {
-    if (this.exhausted) {
-      const { maxTokens, maxRequests } = this.opts;
-      const which =
-        maxRequests !== null && this.#requests >= maxRequests
-          ? `its request budget (MAX_REQUESTS=${maxRequests}) is spent`
-          : `its token budget (MAX_TOKENS=${maxTokens}) is spent: ${this.#tokens.total} tokens used`;
-      throw new ProxyError('budget_exceeded', `This sandbox's model budget is exhausted: ${which}. Nothing more is sent upstream.`);
+    if (this.exhausted) throw this.#spent();
+    if (counts) this.#requests++;
+  }
+
+  /**
+   * The budget gate for a model call estimated at `estimate` tokens. It is
+   * admitted while the tokens used plus the reservations in flight are under
+   * MAX_TOKENS (its own counts only against the calls after it), so however many
+   * arrive at once the budget is passed by at most one call's usage plus what
+   * calls reported beyond their estimates. One that does not fit is refused at
+   * once (429, final), never queued. Synchronous, so concurrent calls cannot
+   * both take the last room.
+   */
+  reserve(reqId: string, estimate: number, counts: boolean): Reservation {
+    const { maxTokens } = this.opts;
+    if (this.exhausted) throw this.#spent();
+    if (maxTokens !== null && this.usedTokens + this.#reserved >= maxTokens) {
+      throw new ProxyError(
+        'budget_exceeded',
+        `This sandbox's token budget (MAX_TOKENS=${maxTokens}) is held by the calls in flight (${this.#reserved} tokens reserved, ${this.usedTokens} used); this call would pass it. Nothing more is sent upstream.`,
+      );
     }
     if (counts) this.#requests++;
+    this.#reserved += estimate;
+    return new Reservation(this, reqId, estimate);
+  }
+
+  /** Called by a Reservation, once: its usage (or its charge) replaces its hold. */
+  settle(r: Reservation, transport: Transport | null, reading: Reading | null): void {
+    this.#reserved -= r.estimate;
+    if (transport && reading) {
+      if (!reading.tokens) this.#charged += r.estimate;
+      this.record(r.reqId, transport, reading);
+    }
   }
 
   /** One model response, counted: its tokens (or that they are unknown), the metrics and the usage log. */
@@ -124,7 +200,7 @@ export class Ledger {
       tokens: { ...this.#tokens },
       models: Object.fromEntries([...this.#models].map(([m, e]) => [m, { responses: e.responses, tokens: { ...e.tokens } }])),
       unknown: this.#unknown,
-      budget: { maxTokens, maxRequests, usedTokens: this.#tokens.total, usedRequests: this.#requests, exhausted: this.exhausted },
+      budget: { maxTokens, maxRequests, usedTokens: this.usedTokens, usedRequests: this.#requests, exhausted: this.exhausted },
     };
   }
 

@@ -5,40 +5,6 @@ const PREFIX = 'api_proxy_';
 // Streams last minutes: buckets run from a health probe's 5 ms to a 10 min stream.
 const DURATION_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600];
 
-// The API's resource families; anything else is `other`, so a caller cannot mint label values.
-const FAMILIES = [
-  'responses',
-  'chat/completions',
-  'completions',
-  'embeddings',
-  'models',
-  'files',
-  'uploads',
-  'audio',
-  'images',
-  'moderations',
-  'batches',
-  'fine_tuning',
-  'vector_stores',
-  'assistants',
-  'threads',
-  'conversations',
-  'realtime',
-];
-
-/** A bounded route label for an upstream path such as `/v1/responses/resp_1?x`. */
-export function routeFamily(upstreamPath: string, basePath: string): string {
-  if (!upstreamPath.startsWith(`${basePath}/`)) return 'other';
-  const rest = upstreamPath.slice(basePath.length + 1);
-  for (const family of FAMILIES) {
-    if (rest.startsWith(family)) {
-      const next = rest.charAt(family.length);
-      if (next === '' || next === '/' || next === '?') return `${basePath}/${family}`;
-    }
-  }
-  return 'other';
-}
-
 export type Metrics = ReturnType<typeof createMetrics>;
 
 /** One registry per app, so tests can build several apps in one process. */

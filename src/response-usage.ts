@@ -1,18 +1,9 @@
 import type { IncomingHttpHeaders } from 'node:http';
 import type { Transform } from 'node:stream';
 import { bodyDecoder, decodeBody, isIdentity } from './content-encoding.js';
-import type { Ledger } from './ledger.js';
+import type { Reservation } from './ledger.js';
 import { SseReader } from './sse-reader.js';
 import { mayHoldUsage, readBody, readEvent, unknownReading, type Reading } from './usage.js';
-
-/** The model calls whose answers are counted: POST on these, under the base path. */
-const COUNTED = ['responses', 'chat/completions', 'completions', 'embeddings'];
-
-export function isModelCall(method: string | undefined, upstreamPath: string, basePath: string): boolean {
-  if (method !== 'POST') return false;
-  const path = upstreamPath.split('?', 1)[0]!;
-  return COUNTED.some((family) => path === `${basePath}/${family}`);
-}
 
 /** Reads a copy of one response body as it flows to the caller; `finish` counts it, once. */
 export interface ResponseUsage {
@@ -27,17 +18,16 @@ const MODEL_LOOKS = 3;
 
 /**
  * The reader for a 2xx answer to a model call: server-sent events read event by
- * event, anything else read as one JSON body of at most `maxBytes`. Usage the
- * answer does not report, or that lies past the bound, counts as unknown.
+ * event, anything else read as one JSON body of at most `maxBytes`. It settles
+ * the call's reservation: usage the answer does not report, or that lies past
+ * the bound, is unknown and charged the reservation. `asked` is the model the
+ * request named, until the answer names its own.
  */
-export function responseUsage(ledger: Ledger, reqId: string, headers: IncomingHttpHeaders, maxBytes: number): ResponseUsage {
+export function responseUsage(reservation: Reservation, headers: IncomingHttpHeaders, maxBytes: number, asked: string | undefined): ResponseUsage {
   const encoding = headers['content-encoding'];
-  let counted = false;
   let model: string | undefined;
   const count = (transport: 'http' | 'sse', reading: Reading | null): void => {
-    if (counted) return;
-    counted = true;
-    ledger.record(reqId, transport, reading ?? unknownReading(model));
+    reservation.record(transport, reading ?? unknownReading(model ?? asked));
   };
 
   if (String(headers['content-type'] ?? '').startsWith('text/event-stream')) {

@@ -2,7 +2,7 @@ import { createRequire } from 'node:module';
 import type { Socket } from 'node:net';
 import type * as Undici from 'undici';
 import type { Config } from './config.js';
-import { ProxyError, toProxyError } from './errors.js';
+import { ProxyError, toProxyError, whileConnecting } from './errors.js';
 
 // undici's index also loads fetch, caches, mocks and interceptors: 100 ms of the
 // sidecar's start. The pieces the data path uses load in 40 (undici 7's own
@@ -68,7 +68,7 @@ export function tunnelConnector(proxy: URL, timeoutMs: number): Connector {
       clearTimeout(timer);
       if (err) {
         tunnelSocket?.destroy();
-        callback(err, null);
+        callback(whileConnecting(err), null);
       } else {
         callback(null, socket!);
       }

@@ -3,7 +3,7 @@ import type { Duplex } from 'node:stream';
 import { ProxyError } from './errors.js';
 import type { Ledger } from './ledger.js';
 import type { Logger } from './logger.js';
-import type { ModelPolicy } from './model-policy.js';
+import type { ModelPolicy } from './policy/models.js';
 import { mayHoldUsage, readEvent, unknownReading } from './usage.js';
 import { acceptedDeflate, closeFrame, FrameParser, MessageInflater, MessageReader, OPCODE, serverFrame, type Frame, type Message } from './ws-frames.js';
 

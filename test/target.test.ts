@@ -1,11 +1,16 @@
 import { describe, expect, it } from 'vitest';
 import { ProxyError } from '../src/errors.js';
-import { routeFamily } from '../src/metrics.js';
+import { routeLabel, routeOf } from '../src/policy/routes.js';
+import { requestTarget } from '../src/policy/target.js';
 import { redactKey, cleanErrorBody } from '../src/redact.js';
-import { upstreamPath } from '../src/target.js';
 import { gzipSync } from 'node:zlib';
 
-describe('upstreamPath', () => {
+const upstreamPath = (target: string, base: string): string => {
+  const t = requestTarget(target, base);
+  return t.path + t.query;
+};
+
+describe('the request target in normal form', () => {
   it.each([
     ['/v1/responses', '/v1/responses'],
     ['/responses', '/v1/responses'],
@@ -16,6 +21,13 @@ describe('upstreamPath', () => {
     ['/v1/files/file-abc/content', '/v1/files/file-abc/content'],
     ['/v1/x?next=/../y', '/v1/x?next=/../y'],
     ['/v1/me@evil.test', '/v1/me@evil.test'],
+    // Spelled another way, the same route: what the upstream would read.
+    ['/v1/%72esponses', '/v1/responses'],
+    ['/v1//responses', '/v1/responses'],
+    ['/v1/responses/', '/v1/responses'],
+    ['/v1/chat%2Dcompletions', '/v1/chat-completions'],
+    ['/%76%31/responses', '/v1/responses'],
+    ['/v1/files/a%3ab', '/v1/files/a%3Ab'],
   ])('%s → %s', (target, path) => expect(upstreamPath(target, '/v1')).toBe(path));
 
   it('leaves paths alone without a base path', () => expect(upstreamPath('/responses', '')).toBe('/responses'));
@@ -32,6 +44,9 @@ describe('upstreamPath', () => {
     '/v1/%2E%2E%2Fadmin',
     '/v1/./models',
     '/v1\\..\\admin',
+    '/v1/responses%2fcompact',
+    '/v1/responses%5Ccompact',
+    '/v1/%2e/responses',
     '',
   ])('refuses %j as bad_request_target', (target) => {
     expect(() => upstreamPath(target, '/v1')).toThrow(ProxyError);
@@ -44,16 +59,17 @@ describe('upstreamPath', () => {
   });
 });
 
-describe('routeFamily', () => {
+describe('route labels', () => {
   it.each([
     ['/v1/responses', '/v1/responses'],
     ['/v1/responses/resp_1/cancel', '/v1/responses'],
     ['/v1/chat/completions?stream=true', '/v1/chat/completions'],
     ['/v1/audio/transcriptions', '/v1/audio'],
+    ['/v1/realtime/client_secrets', '/v1/realtime/client_secrets'],
     ['/v1/responsesX', 'other'],
     ['/v1/whatever-new', 'other'],
     ['/v2/responses', 'other'],
-  ])('%s → %s', (path, family) => expect(routeFamily(path, '/v1')).toBe(family));
+  ])('%s → %s', (path, label) => expect(routeLabel(routeOf('POST', requestTarget(path, '/v1').segments), '/v1')).toBe(label));
 });
 
 describe('redactKey', () => {

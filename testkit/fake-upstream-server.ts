@@ -5,7 +5,7 @@
  */
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { presentedKey } from '../src/caller-auth.js';
+import { presentedKey } from '../src/policy/caller-auth.js';
 import { fingerprint } from '../src/key.js';
 import { startFakeUpstream, type Received } from './fake-upstream.js';
 import { createTestPki, loadTestPki } from './test-ca.js';

@@ -7,7 +7,7 @@ import {
   removeSandbox,
   setFailed,
   summary
-} from "./shared-RJL27E4N.mjs";
+} from "./shared-FDV23G5F.mjs";
 
 // action/post.ts
 import { rmSync } from "node:fs";

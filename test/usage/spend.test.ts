@@ -58,8 +58,10 @@ describe('counting, on every transport', () => {
     await post('/v1/chat/completions', { model: 'gpt-4o', messages: [] }, { input: 7, output: 2 });
     await post('/v1/chat/completions', { model: 'gpt-4o', messages: [], stream: true, stream_options: { include_usage: true } }, { input: 1, output: 1 });
     await post('/v1/embeddings', { model: 'text-embedding-3-small', input: 'x' }, { input: 9, output: 0 });
-    // A chat stream without include_usage reports nothing: unknown, never guessed.
-    await post('/v1/chat/completions', { model: 'gpt-4o', messages: [], stream: true }, { input: 1, output: 1 });
+    // A chat stream without include_usage reports nothing: unknown, never guessed, and charged its reservation.
+    const unreported = { model: 'gpt-4o', messages: [], stream: true };
+    await post('/v1/chat/completions', unreported, { input: 1, output: 1 });
+    const reservation = Math.ceil(JSON.stringify(unreported).length / 4) + 16_384;
     // Not model calls: not counted as responses.
     await request(s.url).get('/v1/models').expect(200);
     await request(s.url).post('/v1/files').send({}).expect(200);
@@ -78,7 +80,8 @@ describe('counting, on every transport', () => {
     expect(u.unknown).toBe(1);
     // MAX_REQUESTS counts: 7 POSTs, the prewarm not, the turn yes.
     expect(u.requests).toBe(8);
-    expect(u.budget).toEqual({ maxTokens: null, maxRequests: null, usedTokens: 208, usedRequests: 8, exhausted: false });
+    // The budget's count holds the unreported stream's charge; tokens and models only what upstreams reported.
+    expect(u.budget).toEqual({ maxTokens: null, maxRequests: null, usedTokens: 208 + reservation, usedRequests: 8, exhausted: false });
     expect(new Date(u.since).getTime()).toBeLessThanOrEqual(Date.now());
 
     const metrics = (await request(s.url).get('/metrics')).text;
@@ -119,7 +122,7 @@ describe('the budget, on every transport', () => {
   const budgetError = { message: expect.stringContaining('budget'), type: 'insufficient_quota', code: 'budget_exceeded' };
 
   it('MAX_REQUESTS: the next request gets 429 insufficient_quota with x-should-retry: false, and nothing goes upstream', async () => {
-    const s = await sidecarWith({ MAX_REQUESTS: '2' });
+    const s = await sidecarWith({ MAX_REQUESTS: '2', ALLOWED_ROUTES: 'responses,models,files' });
     await request(s.url).post('/v1/responses').send({ model: 'gpt-5.5' }).expect(200);
     await request(s.url).get('/v1/models').expect(200); // GET is not counted
     await request(s.url).post('/v1/files').send({}).expect(200);
@@ -219,7 +222,7 @@ describe('the budget, on every transport', () => {
 describe('the model allowlist', () => {
   let s: Sidecar;
   beforeAll(async () => {
-    s = await sidecarWith({ ALLOWED_MODELS: 'gpt-5*,o4-mini' });
+    s = await sidecarWith({ ALLOWED_MODELS: 'gpt-5*,o4-mini', ALLOWED_ROUTES: '*' });
   });
 
   it('passes listed models and globs, refuses others with 403 model_not_allowed, and sends nothing upstream', async () => {
