@@ -36,27 +36,34 @@ const isObj = (v: unknown): v is Obj => typeof v === 'object' && v !== null && !
 const count = (v: unknown): number => (typeof v === 'number' && Number.isSafeInteger(v) && v >= 0 ? v : 0);
 const modelOf = (o: Obj): string => (typeof o.model === 'string' && o.model !== '' ? o.model : UNKNOWN_MODEL);
 
-/** Tokens from a `usage` object of any of the APIs, or null when it is not one. */
+// A token count as the APIs write it; anything else is a usage that does not parse.
+const exact = (v: unknown): number | null => (typeof v === 'number' && Number.isSafeInteger(v) && v >= 0 ? v : null);
+
+/**
+ * Tokens from a `usage` object of any of the APIs, or null when it is not one,
+ * or its input or output count does not parse: unknown, never zero.
+ */
 export function tokensOf(usage: unknown): Tokens | null {
   if (!isObj(usage)) return null;
   const details = (key: string): Obj => (isObj(usage[key]) ? usage[key] : {});
-  let input: number;
-  let output: number;
+  let input: number | null;
+  let output: number | null;
   let cached: number;
   let reasoning: number;
   if ('input_tokens' in usage || 'output_tokens' in usage) {
-    input = count(usage.input_tokens);
-    output = count(usage.output_tokens);
+    input = exact(usage.input_tokens);
+    output = exact(usage.output_tokens);
     cached = count(details('input_tokens_details').cached_tokens);
     reasoning = count(details('output_tokens_details').reasoning_tokens);
   } else if ('prompt_tokens' in usage || 'completion_tokens' in usage) {
-    input = count(usage.prompt_tokens);
-    output = count(usage.completion_tokens); // absent for embeddings: 0
+    input = exact(usage.prompt_tokens);
+    output = 'completion_tokens' in usage ? exact(usage.completion_tokens) : 0; // absent for embeddings
     cached = count(details('prompt_tokens_details').cached_tokens);
     reasoning = count(details('completion_tokens_details').reasoning_tokens);
   } else {
     return null;
   }
+  if (input === null || output === null) return null;
   return { input, cached_input: cached, output, reasoning, total: input + output };
 }
 

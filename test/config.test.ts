@@ -84,8 +84,24 @@ describe('loadConfig', () => {
     [{ LOG_LEVEL: 'loud' }, 'LOG_LEVEL:'],
     [{ REQUIRE_EGRESS_PROXY: 'maybe' }, 'REQUIRE_EGRESS_PROXY:'],
     [{ HTTPS_PROXY: 'socks5://p:1080' }, 'HTTPS_PROXY: must be an http or https proxy URL'],
+    [{ ALLOWED_ROUTES: ' , ' }, 'ALLOWED_ROUTES: is set but names no route family'],
+    [{ ALLOWED_ROUTES: 'responses,Files' }, 'ALLOWED_ROUTES: "Files" is not a route family name'],
+    [{ RESERVE_TOKENS: '0' }, 'RESERVE_TOKENS: must be a positive whole number'],
+    [{ OPENAI_ORGANIZATION: 'org x' }, 'OPENAI_ORGANIZATION: must be an id of visible ASCII characters'],
+    [{ OPENAI_PROJECT: 'proj\r\nx-injected: 1' }, 'OPENAI_PROJECT: must be an id of visible ASCII characters'],
   ])('refuses %j', (env, reason) => {
     expect(fail({ OPENAI_API_KEY: KEY, ...env })).toContain(reason);
+  });
+
+  it('guarded by any one budget or the model list: then only the counted routes, unless ALLOWED_ROUTES says', () => {
+    const counted = ['responses', 'chat', 'completions', 'embeddings', 'models'];
+    expect(loadConfig({ OPENAI_API_KEY: KEY })).toMatchObject({ guarded: false, allowedRoutes: ['*'], reserveTokens: 16_384 });
+    for (const env of [{ MAX_TOKENS: '5' }, { MAX_REQUESTS: '5' }, { ALLOWED_MODELS: 'gpt-5*' }]) {
+      expect(loadConfig({ OPENAI_API_KEY: KEY, ...env })).toMatchObject({ guarded: true, allowedRoutes: counted });
+    }
+    expect(loadConfig({ OPENAI_API_KEY: KEY, MAX_TOKENS: '5', ALLOWED_ROUTES: 'responses, files', RESERVE_TOKENS: '' })).toMatchObject({ allowedRoutes: ['responses', 'files'], reserveTokens: 16_384 });
+    // Empty values (compose and the Action pass them so) count as unset.
+    expect(loadConfig({ OPENAI_API_KEY: KEY, ALLOWED_ROUTES: '', OPENAI_ORGANIZATION: '', OPENAI_PROJECT: '' })).toMatchObject({ allowedRoutes: ['*'], openaiOrganization: undefined });
   });
 
   it('normalises the base path', () => {

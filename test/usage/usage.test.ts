@@ -23,10 +23,15 @@ describe('tokensOf', () => {
     expect(tokensOf({ prompt_tokens: 8, total_tokens: 8 })).toEqual({ input: 8, cached_input: 0, output: 0, reasoning: 0, total: 8 });
   });
 
-  it('reads nothing from what is not a usage object, and no negative or fractional counts', () => {
+  it('reads nothing from what is not a usage object, nor from counts that do not parse: unknown, never zero', () => {
     expect(tokensOf(null)).toBeNull();
     expect(tokensOf({ tokens: 5 })).toBeNull();
-    expect(tokensOf({ input_tokens: -5, output_tokens: 2.5 })).toEqual({ input: 0, cached_input: 0, output: 0, reasoning: 0, total: 0 });
+    expect(tokensOf({ input_tokens: -5, output_tokens: 2.5 })).toBeNull();
+    expect(tokensOf({ input_tokens: null, output_tokens: 3 })).toBeNull();
+    expect(tokensOf({ input_tokens: 3 })).toBeNull();
+    expect(tokensOf({ prompt_tokens: '9', completion_tokens: 1 })).toBeNull();
+    // Embeddings report no completion tokens at all: that is 0, not unknown.
+    expect(tokensOf({ prompt_tokens: 9, total_tokens: 9 })).toEqual({ input: 9, cached_input: 0, output: 0, reasoning: 0, total: 9 });
   });
 });
 
