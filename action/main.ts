@@ -83,6 +83,10 @@ async function main(): Promise<void> {
     MAX_TOKENS: core.getInput('max-tokens'),
     MAX_REQUESTS: core.getInput('max-requests'),
     ALLOWED_MODELS: core.getInput('allowed-models'),
+    ALLOWED_ROUTES: core.getInput('allowed-routes'),
+    RESERVE_TOKENS: core.getInput('reserve-tokens'),
+    OPENAI_ORGANIZATION: core.getInput('openai-organization'),
+    OPENAI_PROJECT: core.getInput('openai-project'),
     PROXY_AUTH_TOKEN: token,
     NODE_EXTRA_CA_CERTS: caFile ? '/run/api-proxy/ca.pem' : '',
   });

@@ -386,3 +386,28 @@ describe('linters', () => {
     expect(r.status).toBe(0);
   });
 });
+
+describe('the spend settings reach every sandbox', () => {
+  const SETTINGS = ['MAX_TOKENS', 'MAX_REQUESTS', 'ALLOWED_MODELS', 'ALLOWED_ROUTES', 'RESERVE_TOKENS', 'OPENAI_ORGANIZATION', 'OPENAI_PROJECT'];
+  const input = (name: string): string => name.toLowerCase().replace(/_/g, '-');
+
+  it('compose passes each through to the sidecar, empty when unset', () => {
+    const env = (parse(read('docker-compose.yml'), { merge: true }) as Doc).services['api-proxy'].environment;
+    for (const name of SETTINGS) expect(env[name], name).toBe(`\${${name}:-}`);
+  });
+
+  it('the Action has an input for each and hands it to the sidecar', () => {
+    const action = parse(read('action.yml')) as Doc;
+    const main = read('action/main.ts');
+    for (const name of SETTINGS) {
+      expect(action.inputs[input(name)], name).toBeDefined();
+      expect(main).toContain(`${name}: core.getInput('${input(name)}')`);
+    }
+  });
+
+  it("the Kubernetes Job's sidecar sets the token budget, the routes, the reservation and who pays", () => {
+    const sidecar = (parseAllDocuments(read('deploy/kubernetes/agent-job.yaml')).map((d) => d.toJS() as Doc).find((d) => d.kind === 'Job')!.spec.template.spec.initContainers as Doc[]).find((c) => c.name === 'api-proxy')!;
+    const names = (sidecar.env as Doc[]).map((e) => e.name);
+    for (const name of ['MAX_TOKENS', 'ALLOWED_ROUTES', 'RESERVE_TOKENS', 'OPENAI_ORGANIZATION', 'OPENAI_PROJECT']) expect(names, name).toContain(name);
+  });
+});

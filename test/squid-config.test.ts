@@ -1,4 +1,4 @@
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -8,6 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { FakeUpstream } from '../testkit/fake-upstream.js';
 import { productSquidConf, productSquidEnv, SQUID_BIN, SQUID_ENTRYPOINT, TEST_PROXY_PASSWORD, type Squid } from '../testkit/squid.js';
 import { FAKE_HOST } from '../testkit/test-ca.js';
+import { IP } from '../testkit/netns.js';
 import { until } from '../testkit/wait.js';
 import { shippedEgressUnavailable, startShippedEgress, type ShippedEgress } from './support/egress.js';
 import { startSidecar, TEST_KEY, type Sidecar } from './support/sidecar.js';
@@ -271,5 +272,42 @@ describe.skipIf(why !== null)(`the shipped policy, enforced${why ? ` (skipped: $
     expect(entries.find((e) => e.url === 'denied.test:443')).toMatchObject({ method: 'CONNECT', status: '403', result: 'TCP_DENIED' });
     // A tunnel is logged when it closes: the probe's tunnel above has, the sidecar's pooled one has not.
     expect(entries.find((e) => e.url === 'files.example.test:443')).toMatchObject({ method: 'CONNECT', status: '200', result: 'TCP_TUNNEL' });
+  });
+});
+
+describe.skipIf(why !== null)(`a test process killed hard${why ? ` (skipped: ${why})` : ''}`, () => {
+  it('leaves no shipped Squid running: the death signal is set after the uid change', async () => {
+    const dist = new URL('../dist/testkit/', import.meta.url).href;
+    // A test process of its own (the built testkit): it starts the shipped Squid as proxy, says its PID, and waits.
+    const script = `
+      const { createEgressNamespace } = await import('${dist}netns.js');
+      const { startProductSquid } = await import('${dist}squid.js');
+      const squid = await startProductSquid(createEgressNamespace(), { hosts: {} });
+      console.log(squid.pid);
+      setInterval(() => {}, 1000);`;
+    const child = spawn(process.execPath, ['--input-type=module', '-e', script], { stdio: ['ignore', 'pipe', 'inherit'] });
+    let pid = 0;
+    try {
+      pid = Number(await new Promise<string>((resolve, reject) => {
+        child.stdout.once('data', (d: Buffer) => resolve(d.toString().trim()));
+        child.once('exit', (code) => reject(new Error(`the test process exited (${code}) before Squid listened`)));
+      }));
+      const squidUid = () => readFileSync(`/proc/${pid}/status`, 'utf8').match(/^Uid:\s+(\d+)/m)?.[1];
+      expect(squidUid()).toBe('13');
+      child.kill('SIGKILL');
+      // Gone, or a zombie waiting for init: either way no longer serving.
+      const running = (): boolean => {
+        try {
+          return !/^Z /.test(readFileSync(`/proc/${pid}/stat`, 'utf8').replace(/^.*\) /, ''));
+        } catch {
+          return false;
+        }
+      };
+      expect(await until(running, (r) => !r, 10_000, 50), 'Squid outlived its test process').toBe(false);
+    } finally {
+      child.kill('SIGKILL');
+      if (pid > 0) spawnSync('kill', ['-KILL', String(pid)]); // only when this test failed
+      spawnSync(IP!, ['netns', 'del', `apxe${child.pid}ns`]);
+    }
   });
 });

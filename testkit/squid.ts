@@ -21,6 +21,8 @@ export interface Squid {
   url: string;
   host: string;
   port: number;
+  /** Squid's process (the entrypoint execs it), while it runs. */
+  readonly pid: number | undefined;
   /** Access log lines written so far (Squid logs a tunnel when it closes). */
   accessLog(): string[];
   /** CONNECT lines in the access log. */
@@ -189,7 +191,9 @@ export async function startProductSquid(netns: Namespace, opts: ProductSquidOpti
   const entrypoint = join(dir, 'entrypoint.sh');
   copyFileSync(SQUID_ENTRYPOINT, entrypoint);
   chmodSync(entrypoint, 0o755);
-  const command = netns.argv([SETPRIV, '--reuid', PROXY_UID, '--regid', PROXY_UID, '--clear-groups', entrypoint, '-n', `apiproxyproduct${process.pid}`]);
+  // The kernel clears a parent-death signal when the uid changes: this setpriv sets it
+  // again after its own change, so a test process killed hard takes its Squid with it.
+  const command = netns.argv([SETPRIV, '--reuid', PROXY_UID, '--regid', PROXY_UID, '--clear-groups', '--pdeathsig', 'KILL', entrypoint, '-n', `apiproxyproduct${process.pid}`]);
   const auth = env.SQUID_AUTH === 'off' ? '' : `${env.SQUID_PROXY_USER ?? TEST_PROXY_USER}:${encodeURIComponent(env.SQUID_PROXY_PASSWORD ?? '')}@`;
   return launch(dir, { host: netns.peerAddress, port: 3128, auth }, command, env);
 }
@@ -230,6 +234,9 @@ async function launch(dir: string, at: { host: string; port: number; auth: strin
     url: `http://${at.auth}${host}:${port}`,
     host,
     port,
+    get pid() {
+      return child.exitCode === null && child.signalCode === null ? child.pid : undefined;
+    },
     accessLog,
     connects: () => accessLog().filter((l) => / CONNECT |"method":"CONNECT"/.test(l)),
     stop: async () => {

@@ -173,6 +173,10 @@ async function main() {
     MAX_TOKENS: getInput("max-tokens"),
     MAX_REQUESTS: getInput("max-requests"),
     ALLOWED_MODELS: getInput("allowed-models"),
+    ALLOWED_ROUTES: getInput("allowed-routes"),
+    RESERVE_TOKENS: getInput("reserve-tokens"),
+    OPENAI_ORGANIZATION: getInput("openai-organization"),
+    OPENAI_PROJECT: getInput("openai-project"),
     PROXY_AUTH_TOKEN: token,
     NODE_EXTRA_CA_CERTS: caFile ? "/run/api-proxy/ca.pem" : ""
   });
