@@ -113,6 +113,31 @@ describe.skipIf(why !== null)(`Codex CLI end to end${why ? ` (skipped: ${why})` 
     }
   });
 
+  it('under MAX_TOKENS (reservations, one call at a time): completes turns, then stops at once with "Quota exceeded" once spent', async () => {
+    const budget = await startSidecar({ UPSTREAM_URL: `https://${FAKE_HOST}`, HTTPS_PROXY: squid.url, MAX_TOKENS: '20' }, ns.hostAddress);
+    try {
+      const codes: (number | null)[] = [];
+      let last = { code: null as number | null, stdout: '', stderr: '' };
+      let seen = 0;
+      while (codes.length < 8 && !codes.includes(1)) {
+        seen = fake.received.length;
+        last = await runCodex(false, budget);
+        codes.push(last.code);
+      }
+      // Each turn is admitted while the budget has room, its reservation (far over 20 tokens) notwithstanding.
+      expect(codes.slice(0, -1).length, JSON.stringify(codes)).toBeGreaterThanOrEqual(2);
+      expect(codes.slice(0, -1).every((c) => c === 0), last.stderr).toBe(true);
+      expect(codes.at(-1)).toBe(1);
+      expect(`${last.stdout}\n${last.stderr}`).toContain('Quota exceeded');
+      expect(fake.received.length).toBe(seen);
+      const spent = budget.app.ledger.snapshot().budget;
+      expect(spent.exhausted).toBe(true);
+      expect(spent.usedTokens).toBe(budget.app.ledger.snapshot().tokens.total);
+    } finally {
+      await budget.close();
+    }
+  });
+
   it('a sidecar pointed at a domain off the allowlist answers the agent with egress_denied', async () => {
     const denied = await startSidecar({ UPSTREAM_URL: 'https://denied.test', HTTPS_PROXY: squid.url }, ns.hostAddress);
     try {
