@@ -2,38 +2,24 @@ import { request as httpRequest } from 'node:http';
 import fc from 'fast-check';
 import OpenAI from 'openai';
 import request from 'supertest';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 import { requestTarget } from '../../src/policy/target.js';
-import { startFakeUpstream, type FakeUpstream } from '../../testkit/fake-upstream.js';
-import { SQUID_BIN, startSquid, type Squid } from '../../testkit/squid.js';
+import { FAKE_TEXT, type FakeUpstream } from '../../testkit/fake-upstream.js';
 import { until } from '../../testkit/wait.js';
-import { startSidecar, testPki, type Sidecar } from '../support/sidecar.js';
-
-if (!SQUID_BIN) throw new Error('squid is not installed: run scripts/test.sh, or apt-get install squid');
+import type { Sidecar } from '../support/sidecar.js';
+import { squidRig } from '../support/squid-rig.js';
 
 /**
  * The spend controls over HTTP, attacked as a prompt-injected agent would:
  * each way around MAX_TOKENS, the route list and the billing headers that
  * once worked, through sidecar → Squid → the TLS fake upstream.
  */
+const rig = squidRig();
+const { sidecarWith } = rig;
 let fake: FakeUpstream;
-let squid: Squid;
-beforeAll(async () => {
-  fake = await startFakeUpstream({ pki: testPki() });
-  squid = await startSquid({ allow: ['.openai.test'], hosts: { 'api.openai.test': '127.0.0.1' } });
+beforeAll(() => {
+  fake = rig.fake;
 });
-afterAll(async () => {
-  await squid.stop();
-  await fake.close();
-});
-
-const sidecars: Sidecar[] = [];
-afterAll(async () => Promise.all(sidecars.map((s) => s.close())));
-async function sidecarWith(env: Record<string, string> = {}): Promise<Sidecar> {
-  const s = await startSidecar({ UPSTREAM_URL: fake.url, HTTPS_PROXY: squid.url, ...env });
-  sidecars.push(s);
-  return s;
-}
 const budgetOf = async (s: Sidecar) => (await request(s.url).get('/usage')).body.budget as { usedTokens: number; usedRequests: number; exhausted: boolean };
 const reservation = (body: object, output = 16_384): number => Math.ceil(JSON.stringify(body).length / 4) + output;
 /** What the fake upstream received from here on. */
@@ -141,6 +127,22 @@ describe('reservations: the budget holds against calls at once', () => {
     }
     expect(sent()).toHaveLength(1);
     expect(s.logs.filter((l) => l.includes('"status":429'))).toHaveLength(4); // each refused once: no retry
+  });
+  it("the openai SDK's response and chat streams under a budget: unchanged, and charged what they report", async () => {
+    const s = await sidecarWith({ MAX_TOKENS: '1000000' });
+    const sdk = new OpenAI({ baseURL: `${s.url}/v1`, apiKey: 'sk-agent-has-no-key', defaultHeaders: { 'x-fake': 'input=11,output=3' } });
+    let text = '';
+    for await (const event of await sdk.responses.create({ model: 'gpt-5.5', input: 'hi', stream: true })) {
+      if (event.type === 'response.output_text.delta') text += event.delta;
+    }
+    expect(text).toBe(FAKE_TEXT);
+    let chat = '';
+    for await (const chunk of await sdk.chat.completions.create({ model: 'gpt-4o', messages: [{ role: 'user', content: 'hi' }], stream: true, stream_options: { include_usage: true } })) {
+      chat += chunk.choices[0]?.delta.content ?? '';
+    }
+    expect(chat).toBe(FAKE_TEXT);
+    const budget = await until(() => budgetOf(s), (b) => b.usedTokens >= 28);
+    expect(budget.usedTokens).toBe(28);
   });
 });
 

@@ -5,38 +5,24 @@ import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import OpenAI from 'openai';
 import request from 'supertest';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 import { WebSocket } from 'ws';
-import { startFakeUpstream, type FakeUpstream } from '../../testkit/fake-upstream.js';
-import { SQUID_BIN, startSquid, type Squid } from '../../testkit/squid.js';
+import type { FakeUpstream } from '../../testkit/fake-upstream.js';
 import { until } from '../../testkit/wait.js';
-import { startSidecar, TEST_KEY, testPki, type Sidecar } from '../support/sidecar.js';
+import { TEST_KEY, type Sidecar } from '../support/sidecar.js';
+import { squidRig } from '../support/squid-rig.js';
 import { exchangeEvents, openWebSocket } from '../support/ws.js';
-
-if (!SQUID_BIN) throw new Error('squid is not installed: run scripts/test.sh, or apt-get install squid');
 
 /**
  * What the agent spends, counted and bounded, end to end: sidecar → Squid → the
  * TLS fake upstream, which reports the usage each request asks for (x-fake).
  */
+const rig = squidRig();
+const { sidecarWith } = rig;
 let fake: FakeUpstream;
-let squid: Squid;
-beforeAll(async () => {
-  fake = await startFakeUpstream({ pki: testPki() });
-  squid = await startSquid({ allow: ['.openai.test'], hosts: { 'api.openai.test': '127.0.0.1' } });
+beforeAll(() => {
+  fake = rig.fake;
 });
-afterAll(async () => {
-  await squid.stop();
-  await fake.close();
-});
-
-const sidecars: Sidecar[] = [];
-afterAll(async () => Promise.all(sidecars.map((s) => s.close())));
-async function sidecarWith(env: Record<string, string> = {}): Promise<Sidecar> {
-  const s = await startSidecar({ UPSTREAM_URL: fake.url, HTTPS_PROXY: squid.url, ...env });
-  sidecars.push(s);
-  return s;
-}
 const usageOf = async (s: Sidecar) => (await request(s.url).get('/usage')).body;
 const usage = (n: { input: number; output: number; cached?: number; reasoning?: number }): string =>
   `input=${n.input},output=${n.output},cached=${n.cached ?? 0},reasoning=${n.reasoning ?? 0}`;
