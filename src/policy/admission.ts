@@ -94,23 +94,25 @@ export class Admission {
   /**
    * The body's steps, after `request`. A model call is reserved against the
    * budget: guarded, its body is held first (its model checked, `background`
-   * refused, its reservation estimated from it); unguarded it streams, reserved
-   * by its declared size. Another body is held only for ALLOWED_MODELS to read
-   * its model. Resolves once the exchange may go upstream; MAX_REQUESTS counts it then.
+   * refused, its reservation estimated from it, a multipart one included);
+   * unguarded it streams, reserved by its declared size. Another body is held
+   * only for ALLOWED_MODELS to read its model. Synchronous unless a body is
+   * held; MAX_REQUESTS counts the exchange once it may go upstream.
    */
   body(ex: Exchange, route: Route): Held | Promise<Held> {
     const { req } = ex;
     const counts = countsAsRequest(req.method);
-    const modelCall = route.shape?.modelCall === true;
-    if (modelCall && !this.config.guarded) {
+    if (route.shape?.modelCall === true) {
+      // Every model call holds a reservation, whatever its body: nothing is counted for free.
+      if (this.config.guarded && hasBody(req)) return this.#held(ex, true, counts);
       const declared = Number(req.headers['content-length'] ?? 0);
       return { call: { reservation: this.ledger.reserve(ex.id, estimate(undefined, declared, this.config.reserveTokens), counts), model: undefined } };
     }
-    if (!hasBody(req) || isMultipart(req) || (!modelCall && !this.models)) {
+    if (!this.models || !hasBody(req) || isMultipart(req)) {
       this.ledger.admit(counts);
       return {};
     }
-    return this.#held(ex, modelCall, counts);
+    return this.#held(ex, false, counts);
   }
 
   async #held(ex: Exchange, modelCall: boolean, counts: boolean): Promise<Held> {

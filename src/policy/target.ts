@@ -21,12 +21,14 @@ const isUnreserved = (c: number): boolean =>
  * way might read differently is refused: a target that is not origin-form
  * (absolute-form, CONNECT, `//host/…` would let the caller pick the host), a
  * backslash or an escaped `/` or `\` (some servers decode them into separators),
+ * a `#` (a fragment some servers drop),
  * and dot segments (they would climb out of the base path). The route is decided
  * on this form and this form is what goes upstream, so no spelling of a path can
  * make one route pass as another.
  */
 export function requestTarget(target: string, basePath: string): Target {
-  if (!target.startsWith('/') || target.startsWith('//') || target.includes('\\')) throw badTarget();
+  // A fragment is no part of a request target; an upstream that dropped it would read another path.
+  if (!target.startsWith('/') || target.startsWith('//') || target.includes('\\') || target.includes('#')) throw badTarget();
   const q = target.indexOf('?');
   const rawPath = q === -1 ? target : target.slice(0, q);
   const query = q === -1 ? '' : target.slice(q);

@@ -1,4 +1,5 @@
 import { request as httpRequest } from 'node:http';
+import { connect } from 'node:net';
 import fc from 'fast-check';
 import OpenAI from 'openai';
 import request from 'supertest';
@@ -190,6 +191,37 @@ describe('unknown is not free', () => {
 
   it('a call the upstream refused (4xx) is not charged', async () => {
     expect(await charged(() => request(s.url).post('/v1/responses').set('x-fake', 'status=400').send({ model: 'gpt-5.5', input: 'hi' }).expect(400))).toBe(0);
+  });
+});
+
+describe('every model call holds a reservation, whatever its body', () => {
+  it.each([
+    ['no body', undefined, undefined],
+    ['a multipart body', 'multipart/form-data; boundary=x', '--x\r\nContent-Disposition: form-data; name="model"\r\n\r\ngpt-5.5\r\n--x--\r\n'],
+    ['a text/plain body', 'text/plain', '{"model":"gpt-5.5","input":"hi"}'],
+  ])('guarded, a call with %s is counted', async (_, type, body) => {
+    const s = await sidecarWith({ MAX_TOKENS: '1000000' });
+    const req = request(s.url).post('/v1/responses').set('x-fake', 'input=4,output=1');
+    if (type) req.set('content-type', type);
+    await (body === undefined ? req : req.send(body)).expect(200);
+    expect((await budgetOf(s)).usedTokens).toBe(5);
+  });
+
+  it('a target with a fragment is refused: an upstream that dropped it would read another path', async () => {
+    const s = await sidecarWith({});
+    const sent = mark();
+    const head = await new Promise<string>((resolve, reject) => {
+      const socket = connect(s.port, '127.0.0.1', () => socket.write('POST /v1/responses#x HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}'));
+      socket.setEncoding('utf8');
+      socket.once('data', (d: string) => {
+        socket.destroy();
+        resolve(d);
+      });
+      socket.once('error', reject);
+    });
+    expect(head).toMatch(/^HTTP\/1\.1 400 /);
+    expect(head).toContain('bad_request_target');
+    expect(sent()).toEqual([]);
   });
 });
 
