@@ -10,7 +10,7 @@ import {
   setFailed,
   setOutput,
   setSecret
-} from "./shared-FDV23G5F.mjs";
+} from "./shared-RJL27E4N.mjs";
 
 // action/main.ts
 import { randomBytes } from "node:crypto";

@@ -7,7 +7,7 @@ import {
   removeSandbox,
   setFailed,
   summary
-} from "./shared-FDV23G5F.mjs";
+} from "./shared-RJL27E4N.mjs";
 
 // action/post.ts
 import { rmSync } from "node:fs";
