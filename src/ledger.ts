@@ -6,7 +6,9 @@ import { NO_TOKENS, type Reading, type Tokens } from './usage.js';
 
 /** How many model names get their own label (and /usage entry) before the rest are `other`. */
 export const MAX_MODEL_LABELS = 50;
-const OTHER_MODEL = 'other';
+export const OTHER_MODEL = 'other';
+/** What the agent names and others read (dashboards, the job summary): plain, short names only; the rest is `other`. */
+export const DISPLAYABLE_MODEL = /^[A-Za-z0-9._:/-]{1,64}$/;
 const TOKEN_TYPES = ['input', 'cached_input', 'output', 'reasoning'] as const;
 
 export type Transport = 'http' | 'sse' | 'websocket';
@@ -187,8 +189,9 @@ export class Ledger {
     );
   }
 
-  /** A bounded label: the first MAX_MODEL_LABELS names as they are, then `other`. */
+  /** A bounded, inert label: the first MAX_MODEL_LABELS plain names as they are, then `other`. */
   #label(model: string): string {
+    if (!DISPLAYABLE_MODEL.test(model)) return OTHER_MODEL;
     return this.#models.has(model) || this.#models.size < MAX_MODEL_LABELS ? model : OTHER_MODEL;
   }
 

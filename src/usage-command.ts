@@ -1,23 +1,42 @@
 // `api-proxy usage`: what a running sidecar has spent, as a Markdown table for
 // $GITHUB_STEP_SUMMARY or as the JSON of GET /usage. Loads nothing of the sidecar.
 import { parseArgs } from 'node:util';
-import type { UsageSnapshot } from './ledger.js';
-import type { Tokens } from './usage.js';
+import { DISPLAYABLE_MODEL, MAX_MODEL_LABELS, OTHER_MODEL, type UsageSnapshot } from './ledger.js';
+import { NO_TOKENS, type Tokens } from './usage.js';
 
 const EX_USAGE = 64;
 const USAGE = 'usage: api-proxy usage [--url URL] [--format markdown|json]   (default URL http://127.0.0.1:$PORT, port 10000)';
 const TIMEOUT_MS = 5000;
 
 const n = (v: number): string => v.toLocaleString('en-US');
-// Model names can come from the agent (a refused or cut-short turn names its own):
-// nothing but plain characters reaches Markdown, so no table cell, link or HTML is injected.
-const cell = (text: string): string => text.replace(/[^A-Za-z0-9._:/ -]/g, (c) => `&#${c.codePointAt(0)};`);
+/**
+ * The rows of the summary: model names come from the agent, so only plain
+ * ones (what the ledger keeps) are written, in code spans, and at most
+ * MAX_MODEL_LABELS of them; anything else is added up as `other`. Whatever
+ * the snapshot says, the summary stays a few KiB (a job summary takes 1 MiB).
+ */
+function modelRows(models: UsageSnapshot['models']): [string, { responses: number; tokens: Tokens }][] {
+  const kept = new Map<string, { responses: number; tokens: Tokens }>();
+  const other = { responses: 0, tokens: { ...NO_TOKENS } };
+  const byTotal = Object.entries(models).sort(([, a], [, b]) => b.tokens.total - a.tokens.total);
+  for (const [name, m] of byTotal) {
+    if (DISPLAYABLE_MODEL.test(name) && name !== OTHER_MODEL && kept.size < MAX_MODEL_LABELS) {
+      kept.set(name, m);
+      continue;
+    }
+    other.responses += m.responses;
+    for (const k of Object.keys(other.tokens) as (keyof Tokens)[]) other.tokens[k] += m.tokens[k];
+  }
+  const rows = [...kept].map(([name, m]): [string, typeof m] => [`\`${name}\``, m]);
+  if (other.responses > 0) rows.push([`\`${OTHER_MODEL}\``, other]);
+  return rows;
+}
 const row = (name: string, responses: number, t: Tokens): string =>
   `| ${name} | ${n(responses)} | ${n(t.input)} | ${n(t.cached_input)} | ${n(t.output)} | ${n(t.reasoning)} | ${n(t.total)} |`;
 
 /** The summary a workflow appends to its job summary. */
 export function usageMarkdown(u: UsageSnapshot): string {
-  const models = Object.entries(u.models).sort(([, a], [, b]) => b.tokens.total - a.tokens.total);
+  const models = modelRows(u.models);
   const responses = models.reduce((sum, [, m]) => sum + m.responses, 0);
   const { budget } = u;
   const limits = [
@@ -30,7 +49,7 @@ export function usageMarkdown(u: UsageSnapshot): string {
     '',
     '| model | responses | input | cached input | output | reasoning | total |',
     '|---|---:|---:|---:|---:|---:|---:|',
-    ...models.map(([name, m]) => row(cell(name), m.responses, m.tokens)),
+    ...models.map(([name, m]) => row(name, m.responses, m.tokens)),
     row('**all**', responses, u.tokens),
     '',
     `Requests: ${n(u.requests)} · responses with unknown usage: ${n(u.unknown)} · since ${u.since}`,

@@ -65,7 +65,7 @@ describe('a running sidecar: the usage summary, and its last line on SIGTERM', (
     const md = await run(['usage'], { PORT: String(port) });
     expect(md.code, md.stderr).toBe(0);
     expect(md.stdout).toContain('| model | responses | input | cached input | output | reasoning | total |');
-    expect(md.stdout).toContain('| gpt-5.5 | 1 | 120 | 100 | 30 | 10 | 150 |');
+    expect(md.stdout).toContain('| `gpt-5.5` | 1 | 120 | 100 | 30 | 10 | 150 |');
     expect(md.stdout).toContain('| **all** | 1 | 120 | 100 | 30 | 10 | 150 |');
     expect(md.stdout).toContain('Budget: 150 of 1,000 tokens: within budget.');
     const json = await run(['usage', '--url', `http://127.0.0.1:${port}`, '--format', 'json']);
@@ -89,19 +89,31 @@ describe('a running sidecar: the usage summary, and its last line on SIGTERM', (
 });
 
 describe('usageMarkdown', () => {
-  it('writes a model name the agent chose as plain text: no table cell, link or HTML gets in', () => {
-    const tokens = { input: 1, cached_input: 0, output: 1, reasoning: 0, total: 2 };
-    const md = usageMarkdown({
-      since: '2026-11-30T00:00:00.000Z',
-      requests: 1,
-      tokens,
-      models: { 'x|<img src=y>[z](http://e)': { responses: 1, tokens } },
-      unknown: 0,
-      budget: { maxTokens: null, maxRequests: 3, usedTokens: 2, usedRequests: 3, exhausted: true },
-    });
-    const row = md.split('\n').find((l) => l.startsWith('| x'))!;
-    expect(row.split('|')).toHaveLength(9); // 7 cells: the name added none
-    expect(row).not.toMatch(/[<>[\]()]/);
+  const tokens = { input: 1, cached_input: 0, output: 1, reasoning: 0, total: 2 };
+  const snapshot = (models: UsageSnapshot['models']): UsageSnapshot => ({
+    since: '2026-11-30T00:00:00.000Z',
+    requests: 1,
+    tokens,
+    models,
+    unknown: 0,
+    budget: { maxTokens: null, maxRequests: 3, usedTokens: 2, usedRequests: 3, exhausted: true },
+  });
+
+  it('writes plain model names in code spans, and any other name the agent chose as `other`: no cell, link or HTML gets in', () => {
+    const md = usageMarkdown(snapshot({ 'gpt-5.5': { responses: 1, tokens }, 'x|<img src=y>[z](http://e)': { responses: 1, tokens }, '`code`': { responses: 2, tokens } }));
+    expect(md).toContain('| `gpt-5.5` | 1 | 1 | 0 | 1 | 0 | 2 |');
+    expect(md).toContain('| `other` | 3 | 2 | 0 | 2 | 0 | 4 |');
+    expect(md.split("\n").filter((l) => l.startsWith("| `")).join("\n")).not.toMatch(/[<>[\]()]|img|http/);
+    for (const row of md.split('\n').filter((l) => l.startsWith('| `'))) expect(row.split('|')).toHaveLength(9); // 7 cells
     expect(md).toContain('Budget: 3 of 3 requests: **exhausted**, later calls were refused.');
+  });
+
+  it('stays under 64 KiB whatever the agent named: a 250 KB name, and thousands of names', () => {
+    const models: UsageSnapshot['models'] = { [`gpt-${'a'.repeat(250_000)}`]: { responses: 1, tokens } };
+    for (let i = 0; i < 5000; i++) models[`m-${i}-${'b'.repeat(50)}`] = { responses: 1, tokens };
+    const md = usageMarkdown(snapshot(models));
+    expect(Buffer.byteLength(md)).toBeLessThan(64 * 1024);
+    expect(md.split('\n').filter((l) => l.startsWith('| `'))).toHaveLength(51); // 50 names, then `other`
+    expect(md).toContain('| `other` | 4,951 |');
   });
 });

@@ -96,6 +96,20 @@ describe('counting, on every transport', () => {
     expect((await request(t.url).get('/metrics')).text.match(/api_proxy_tokens_total\{model="[^"]+",type="input"\}/g)).toHaveLength(51);
   });
 
+  it('keeps what the agent names inert: a name with markup, or over 64 characters, is counted as other in /usage, the metrics and the usage log', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'api-proxy-names-'));
+    const t = await sidecarWith({ USAGE_LOG_FILE: join(dir, 'usage.jsonl') });
+    for (const model of ['[x](http://evil.test)', '<img src=x>', 'a|b', `gpt-${'5'.repeat(61)}`, 'gpt 5']) {
+      await request(t.url).post('/v1/embeddings').send({ model, input: 'x' }).expect(200);
+    }
+    await request(t.url).post('/v1/embeddings').send({ model: `gpt-${'5'.repeat(60)}`, input: 'x' }).expect(200); // 64: kept
+    const u = await until(() => usageOf(t), (b) => b.models.other?.responses === 5);
+    expect(Object.keys(u.models).sort()).toEqual([`gpt-${'5'.repeat(60)}`, 'other']);
+    expect((await request(t.url).get('/metrics')).text).not.toMatch(/evil|img|a\|b|gpt 5/);
+    const logged = readFileSync(join(dir, 'usage.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l).model);
+    expect(logged).toEqual(['other', 'other', 'other', 'other', 'other', `gpt-${'5'.repeat(60)}`]);
+  });
+
   it('a stream cut short is counted as unknown', async () => {
     const t = await sidecarWith();
     await request(t.url).post('/v1/responses').set('x-fake', 'reset=2').send({ model: 'gpt-5.5', stream: true }).catch(() => undefined);
