@@ -85,6 +85,7 @@ async function main(): Promise<void> {
     ALLOWED_MODELS: core.getInput('allowed-models'),
     ALLOWED_ROUTES: core.getInput('allowed-routes'),
     RESERVE_TOKENS: core.getInput('reserve-tokens'),
+    ALLOWED_MCP_SERVERS: core.getInput('allowed-mcp-servers'),
     OPENAI_ORGANIZATION: core.getInput('openai-organization'),
     OPENAI_PROJECT: core.getInput('openai-project'),
     PROXY_AUTH_TOKEN: token,

@@ -35,6 +35,8 @@ export interface Config {
   readonly allowedRoutes: readonly string[];
   /** Output tokens reserved for a model call that sets no maximum of its own. */
   readonly reserveTokens: number;
+  /** Hosts (and `.suffix`es, `connectors`) a hosted `mcp` tool may name. */
+  readonly allowedMcpServers: readonly string[];
   /** Sent upstream as OpenAI-Organization / OpenAI-Project; the caller's are always removed. */
   readonly openaiOrganization: string | undefined;
   readonly openaiProject: string | undefined;
@@ -117,6 +119,16 @@ const routeList = makeValidator<string[]>((raw) => {
   return entries;
 });
 
+// A host name, a `.suffix` for its subdomains, `connectors`, or an IP address: what a URL's hostname can be.
+const MCP_SERVER = /^\.?[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$|^[0-9a-f:.]+$/;
+
+const mcpServerList = makeValidator<string[]>((raw) => {
+  const entries = raw.split(',').map((e) => e.trim().toLowerCase()).filter((e) => e !== '');
+  const bad = entries.find((e) => !MCP_SERVER.test(e));
+  if (bad !== undefined) throw new EnvError(`"${bad.slice(0, 64)}" is not a host name, a .suffix, or connectors`);
+  return entries;
+});
+
 // Sent as header values: visible ASCII only, so nothing can split or smuggle a header.
 const headerValue = makeValidator<string>((raw) => {
   const value = raw.trim();
@@ -124,7 +136,7 @@ const headerValue = makeValidator<string>((raw) => {
   return value;
 });
 
-const OPTIONAL_WHEN_EMPTY = ['MAX_TOKENS', 'MAX_REQUESTS', 'ALLOWED_MODELS', 'USAGE_LOG_FILE', 'ALLOWED_ROUTES', 'RESERVE_TOKENS', 'OPENAI_ORGANIZATION', 'OPENAI_PROJECT'];
+const OPTIONAL_WHEN_EMPTY = ['MAX_TOKENS', 'MAX_REQUESTS', 'ALLOWED_MODELS', 'USAGE_LOG_FILE', 'ALLOWED_ROUTES', 'RESERVE_TOKENS', 'ALLOWED_MCP_SERVERS', 'OPENAI_ORGANIZATION', 'OPENAI_PROJECT'];
 
 const SPECS = {
   OPENAI_API_KEY: secretKey({ default: undefined }),
@@ -152,6 +164,7 @@ const SPECS = {
   USAGE_LOG_FILE: str({ default: undefined }),
   ALLOWED_ROUTES: routeList({ default: undefined }),
   RESERVE_TOKENS: positive({ default: 16_384 }),
+  ALLOWED_MCP_SERVERS: mcpServerList({ default: [] }),
   OPENAI_ORGANIZATION: headerValue({ default: undefined }),
   OPENAI_PROJECT: headerValue({ default: undefined }),
 };
@@ -210,6 +223,7 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
     guarded,
     allowedRoutes: Object.freeze(e.ALLOWED_ROUTES ?? (guarded ? [...GUARDED_DEFAULT_ROUTES] : ['*'])),
     reserveTokens: e.RESERVE_TOKENS,
+    allowedMcpServers: Object.freeze(e.ALLOWED_MCP_SERVERS),
     openaiOrganization: e.OPENAI_ORGANIZATION,
     openaiProject: e.OPENAI_PROJECT,
   });

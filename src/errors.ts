@@ -12,6 +12,7 @@ const ERRORS = {
   proxy_auth_required: { status: 401 },
   model_not_allowed: { status: 403, type: 'invalid_request_error', final: true },
   route_not_allowed: { status: 403, type: 'invalid_request_error', final: true },
+  tool_not_allowed: { status: 403, type: 'invalid_request_error', final: true },
   body_too_large: { status: 413 },
   budget_exceeded: { status: 429, type: 'insufficient_quota', final: true },
   egress_denied: { status: 502 },

@@ -87,6 +87,7 @@ describe('loadConfig', () => {
     [{ ALLOWED_ROUTES: ' , ' }, 'ALLOWED_ROUTES: is set but names no route family'],
     [{ ALLOWED_ROUTES: 'responses,Files' }, 'ALLOWED_ROUTES: "Files" is not a route family name'],
     [{ RESERVE_TOKENS: '0' }, 'RESERVE_TOKENS: must be a positive whole number'],
+    [{ ALLOWED_MCP_SERVERS: 'https://mcp.example.com' }, 'ALLOWED_MCP_SERVERS: "https://mcp.example.com" is not a host name'],
     [{ OPENAI_ORGANIZATION: 'org x' }, 'OPENAI_ORGANIZATION: must be an id of visible ASCII characters'],
     [{ OPENAI_PROJECT: 'proj\r\nx-injected: 1' }, 'OPENAI_PROJECT: must be an id of visible ASCII characters'],
   ])('refuses %j', (env, reason) => {

@@ -388,7 +388,7 @@ describe('linters', () => {
 });
 
 describe('the spend settings reach every sandbox', () => {
-  const SETTINGS = ['MAX_TOKENS', 'MAX_REQUESTS', 'ALLOWED_MODELS', 'ALLOWED_ROUTES', 'RESERVE_TOKENS', 'OPENAI_ORGANIZATION', 'OPENAI_PROJECT'];
+  const SETTINGS = ['MAX_TOKENS', 'MAX_REQUESTS', 'ALLOWED_MODELS', 'ALLOWED_ROUTES', 'RESERVE_TOKENS', 'ALLOWED_MCP_SERVERS', 'OPENAI_ORGANIZATION', 'OPENAI_PROJECT'];
   const input = (name: string): string => name.toLowerCase().replace(/_/g, '-');
 
   it('compose passes each through to the sidecar, empty when unset', () => {
@@ -408,6 +408,6 @@ describe('the spend settings reach every sandbox', () => {
   it("the Kubernetes Job's sidecar sets the token budget, the routes, the reservation and who pays", () => {
     const sidecar = (parseAllDocuments(read('deploy/kubernetes/agent-job.yaml')).map((d) => d.toJS() as Doc).find((d) => d.kind === 'Job')!.spec.template.spec.initContainers as Doc[]).find((c) => c.name === 'api-proxy')!;
     const names = (sidecar.env as Doc[]).map((e) => e.name);
-    for (const name of ['MAX_TOKENS', 'ALLOWED_ROUTES', 'RESERVE_TOKENS', 'OPENAI_ORGANIZATION', 'OPENAI_PROJECT']) expect(names, name).toContain(name);
+    for (const name of ['MAX_TOKENS', 'ALLOWED_ROUTES', 'RESERVE_TOKENS', 'ALLOWED_MCP_SERVERS', 'OPENAI_ORGANIZATION', 'OPENAI_PROJECT']) expect(names, name).toContain(name);
   });
 });

@@ -175,6 +175,7 @@ async function main() {
     ALLOWED_MODELS: getInput("allowed-models"),
     ALLOWED_ROUTES: getInput("allowed-routes"),
     RESERVE_TOKENS: getInput("reserve-tokens"),
+    ALLOWED_MCP_SERVERS: getInput("allowed-mcp-servers"),
     OPENAI_ORGANIZATION: getInput("openai-organization"),
     OPENAI_PROJECT: getInput("openai-project"),
     PROXY_AUTH_TOKEN: token,

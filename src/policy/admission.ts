@@ -2,11 +2,14 @@ import type { Config } from '../config.js';
 import { ProxyError } from '../errors.js';
 import type { Exchange } from '../exchange.js';
 import type { Ledger, Reservation } from '../ledger.js';
-import { hasBody, holdBody, isMultipart } from './body.js';
+import type { Scan } from './body-scan.js';
+import { ScanError } from './body-scan.js';
+import { hasBody, isMultipart, readBody, scanBody } from './body.js';
 import { callerAllowed } from './caller-auth.js';
 import { ModelPolicy } from './models.js';
 import { EPHEMERAL_KEYS, familyMiscased, routeLabel, routeOf, type Route } from './routes.js';
 import { requestTarget } from './target.js';
+import { ToolPolicy } from './tools.js';
 
 /** What the request's steps decided: where it goes upstream, and what it is. */
 export interface Admitted {
@@ -30,9 +33,8 @@ export interface Held {
 /** What MAX_REQUESTS counts: every forwarded request but GET and HEAD. */
 export const countsAsRequest = (method: string | undefined): boolean => method !== 'GET' && method !== 'HEAD';
 
-type Obj = Record<string, unknown>;
-const isObj = (v: unknown): v is Obj => typeof v === 'object' && v !== null && !Array.isArray(v);
-const OUTPUT_LIMITS = ['max_output_tokens', 'max_completion_tokens', 'max_tokens'] as const;
+// What ALLOWED_MODELS reads on a model route: JSON, in UTF-8, or a body with no type.
+const JSON_TYPE = /^application\/json\s*(;\s*charset\s*=\s*"?utf-8"?\s*)?$/i;
 
 /**
  * The spend controls as ordered admission steps, run before anything goes
@@ -43,6 +45,7 @@ const OUTPUT_LIMITS = ['max_output_tokens', 'max_completion_tokens', 'max_tokens
  */
 export class Admission {
   readonly models: ModelPolicy | null;
+  readonly tools: ToolPolicy;
 
   constructor(
     private readonly config: Config,
@@ -50,6 +53,7 @@ export class Admission {
     private readonly isDraining: () => boolean,
   ) {
     this.models = config.allowedModels ? new ModelPolicy(config.allowedModels) : null;
+    this.tools = new ToolPolicy(config.allowedMcpServers);
   }
 
   /** Draining, the target's normal form and route, the caller's token, the declared size, the route list, the budget. */
@@ -73,6 +77,8 @@ export class Admission {
       throw new ProxyError('bad_request_target', 'Route names are lower case, such as /v1/responses.');
     }
     this.#routeAllowed(route, method);
+    // A model in the query string is read by some servers: it must pass too.
+    if (this.models) this.models.checkAll(queryModels(target.query));
     this.ledger.admit(false); // spent: refused before anything is read or sent
     return { upstreamTarget: target.path + target.query, route };
   }
@@ -92,51 +98,83 @@ export class Admission {
   }
 
   /**
-   * The body's steps, after `request`. A model call is reserved against the
-   * budget: guarded, its body is held first (its model checked, `background`
-   * refused, its reservation estimated from it, a multipart one included);
-   * unguarded it streams, reserved by its declared size. Another body is held
-   * only for ALLOWED_MODELS to read its model. Synchronous unless a body is
-   * held; MAX_REQUESTS counts the exchange once it may go upstream.
+   * The body's steps, after `request`. Every model call holds a reservation.
+   * Its body is held and scanned strictly (body-scan.ts) when guarded, and on
+   * a Responses call always (its hosted tools are checked guarded or not):
+   * models, tools and `background` checked, the reservation estimated from
+   * it. Otherwise it streams, reserved by its declared size. Another body is
+   * held only for ALLOWED_MODELS. Synchronous unless a body is held;
+   * MAX_REQUESTS counts the exchange once it may go upstream.
    */
   body(ex: Exchange, route: Route): Held | Promise<Held> {
     const { req } = ex;
     const counts = countsAsRequest(req.method);
     if (route.shape?.modelCall === true) {
-      // Every model call holds a reservation, whatever its body: nothing is counted for free.
-      if (this.config.guarded && hasBody(req)) return this.#held(ex, true, counts);
+      if (hasBody(req) && (this.config.guarded || route.family === 'responses')) return this.#modelCall(ex, route, counts);
       const declared = Number(req.headers['content-length'] ?? 0);
-      return { call: { reservation: this.ledger.reserve(ex.id, estimate(undefined, declared, this.config.reserveTokens), counts), model: undefined } };
+      return { call: { reservation: this.ledger.reserve(ex.id, estimate(null, declared, this.config.reserveTokens), counts), model: undefined } };
     }
     if (!this.models || !hasBody(req) || isMultipart(req)) {
       this.ledger.admit(counts);
       return {};
     }
-    return this.#held(ex, false, counts);
+    return this.#otherBody(ex, counts);
   }
 
-  async #held(ex: Exchange, modelCall: boolean, counts: boolean): Promise<Held> {
-    const held = await holdBody(ex.req, this.config.maxBodyBytes, this.config.idleTimeoutMs, ModelPolicy.unreadable);
-    ex.bytesIn = held.raw.length;
-    this.models?.check(held.json);
-    if (!modelCall) {
-      this.ledger.admit(counts);
-      return { raw: held.raw };
+  async #modelCall(ex: Exchange, route: Route, counts: boolean): Promise<Held> {
+    const { req } = ex;
+    const raw = await readBody(req, this.config.maxBodyBytes, this.config.idleTimeoutMs);
+    ex.bytesIn = raw.length;
+    const scan = await scanBody(raw, req.headers['content-encoding'], this.config.maxBodyBytes);
+    const type = String(req.headers['content-type'] ?? '').trim();
+    if (this.models) {
+      // Only a JSON object in strict UTF-8 names its model for certain; anything else is refused.
+      if (type !== '' && !JSON_TYPE.test(type)) throw ModelPolicy.unreadable(`sent as ${type.slice(0, 64)}`);
+      if (scan instanceof ScanError) throw ModelPolicy.unreadable(scan.message);
+      this.models.checkAll(scan.models);
     }
-    const body = isObj(held.json) ? held.json : undefined;
-    if (body && body.background !== undefined && body.background !== false && body.background !== null) {
-      throw new ProxyError('background_not_allowed', "A background call reports its usage later, elsewhere: this sandbox's budget cannot count it.");
+    if (scan instanceof ScanError) {
+      if (route.family === 'responses') throw new ProxyError('tool_not_allowed', `The request's tools cannot be checked (${scan.message}), so it was refused.`);
+    } else {
+      this.tools.check(scan.tools);
+      if (this.config.guarded && scan.background.some((b) => b !== false && b !== null)) {
+        throw new ProxyError('background_not_allowed', "A background call reports its usage later, elsewhere: this sandbox's budget cannot count it.");
+      }
     }
-    const model = typeof body?.model === 'string' ? body.model : undefined;
-    const reservation = this.ledger.reserve(ex.id, estimate(body, held.decodedBytes, this.config.reserveTokens), counts);
-    return { raw: held.raw, call: { reservation, model } };
+    const read = scan instanceof ScanError ? null : scan;
+    const model = read?.models.find((m): m is string => typeof m === 'string');
+    const reservation = this.ledger.reserve(ex.id, estimate(read, raw.length, this.config.reserveTokens), counts);
+    return { raw, call: { reservation, model } };
+  }
+
+  /** A body on another route, under ALLOWED_MODELS: a model it names must pass; what does not decode is refused. */
+  async #otherBody(ex: Exchange, counts: boolean): Promise<Held> {
+    const { req } = ex;
+    const raw = await readBody(req, this.config.maxBodyBytes, this.config.idleTimeoutMs);
+    ex.bytesIn = raw.length;
+    const scan = await scanBody(raw, req.headers['content-encoding'], this.config.maxBodyBytes);
+    if (scan instanceof ScanError) {
+      if (/decode|content-encoding/.test(scan.message)) throw ModelPolicy.unreadable(scan.message);
+    } else {
+      this.models!.checkAll(scan.models);
+    }
+    this.ledger.admit(counts);
+    return { raw };
   }
 }
 
-/** A call's reservation: its input (decoded bytes / 4) plus its output limit, or RESERVE_TOKENS when it sets none. */
-function estimate(body: Obj | undefined, bytes: number, reserveTokens: number): number {
-  const limits = OUTPUT_LIMITS.map((k) => body?.[k]).filter((v): v is number => typeof v === 'number' && Number.isSafeInteger(v) && v >= 0);
-  return Math.ceil(bytes / 4) + (limits.length > 0 ? Math.max(...limits) : reserveTokens);
+/** Every value of a `model` query parameter, however its key is escaped or cased. */
+function queryModels(query: string): string[] {
+  if (query === '') return [];
+  const out: string[] = [];
+  for (const [key, value] of new URLSearchParams(query)) if (key.toLowerCase() === 'model') out.push(value);
+  return out;
+}
+
+/** A call's reservation: its input (decoded bytes / 4, at least the bytes sent) plus its output limit, or RESERVE_TOKENS when it sets none. */
+function estimate(scan: Scan | null, rawBytes: number, reserveTokens: number): number {
+  const bytes = Math.max(scan?.bytes ?? 0, rawBytes);
+  return Math.ceil(bytes / 4) + (scan?.maxOutput ?? reserveTokens);
 }
 
 const routeRefused = (route: Route, why: string): ProxyError =>

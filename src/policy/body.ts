@@ -1,15 +1,8 @@
 import type { IncomingMessage } from 'node:http';
-import { decodeBody } from '../content-encoding.js';
+import { Readable } from 'node:stream';
+import { bodyDecoder, isIdentity } from '../content-encoding.js';
 import { ProxyError } from '../errors.js';
-
-/** A request body held by admission: the bytes as sent (what goes upstream) and what they say. */
-export interface HeldBody {
-  raw: Buffer;
-  /** What the decoded body parses to; undefined when it is not JSON. */
-  json: unknown;
-  /** The body's length as the upstream reads it, decoded. */
-  decodedBytes: number;
-}
+import { BodyScanner, SLICE, type Scan, ScanError } from './body-scan.js';
 
 /** A multipart upload (files, audio): its parts are no JSON and name no model. */
 export const isMultipart = (req: IncomingMessage): boolean => String(req.headers['content-type'] ?? '').toLowerCase().startsWith('multipart/');
@@ -17,37 +10,51 @@ export const isMultipart = (req: IncomingMessage): boolean => String(req.headers
 export const hasBody = (req: IncomingMessage): boolean =>
   req.headers['transfer-encoding'] !== undefined || Number(req.headers['content-length'] ?? 0) > 0;
 
-/**
- * The request body, read whole (never past `maxBytes`) and decoded as the
- * upstream will decode it, to be checked before anything goes upstream. A JSON
- * body sent as text/plain is still read: the upstream may well parse it. Throws
- * `unreadable` when the body cannot be decoded.
- */
-export async function holdBody(req: IncomingMessage, maxBytes: number, idleMs: number, unreadable: () => ProxyError): Promise<HeldBody> {
+/** The request body, whole (what goes upstream), never past `max` bytes; a body that stops arriving ends in upstream_timeout. */
+export async function readBody(req: IncomingMessage, max: number, idleMs: number): Promise<Buffer> {
   const timer = setTimeout(() => req.destroy(new ProxyError('upstream_timeout', `No byte of the request body came for ${idleMs} ms.`)), idleMs);
   const chunks: Buffer[] = [];
   let size = 0;
   try {
     for await (const chunk of req as AsyncIterable<Buffer>) {
       timer.refresh();
-      if ((size += chunk.length) > maxBytes) throw new ProxyError('body_too_large', `The request body is over ${maxBytes} bytes.`);
+      if ((size += chunk.length) > max) throw new ProxyError('body_too_large', `The request body is over ${max} bytes.`);
       chunks.push(chunk);
     }
   } finally {
     clearTimeout(timer);
   }
-  const raw = Buffer.concat(chunks);
-  let decoded: Buffer;
+  return Buffer.concat(chunks);
+}
+
+/**
+ * The body decoded as the upstream will decode it and scanned as it inflates
+ * (body-scan.ts): a small body that inflates past `max` stops there, never
+ * held decoded. What it found, or why it cannot be read strictly.
+ */
+export async function scanBody(raw: Buffer, encoding: string | string[] | undefined, max: number): Promise<Scan | ScanError> {
+  const scanner = new BodyScanner(max);
   try {
-    decoded = decodeBody(raw, req.headers['content-encoding'], maxBytes);
-  } catch {
-    throw unreadable();
+    if (isIdentity(encoding)) {
+      for (let at = 0; at < raw.length; at += SLICE) scanner.write(raw.subarray(at, at + SLICE));
+    } else {
+      const decoder = bodyDecoder(encoding);
+      if (!decoder) return new ScanError('an unknown content-encoding');
+      Readable.from([raw]).pipe(decoder);
+      try {
+        for await (const chunk of decoder as AsyncIterable<Buffer>) {
+          scanner.write(chunk);
+          if (scanner.failed) break;
+        }
+      } catch {
+        return new ScanError('a body that does not decode');
+      } finally {
+        decoder.destroy();
+      }
+    }
+    return scanner.end();
+  } catch (err) {
+    if (err instanceof ScanError) return err;
+    throw err;
   }
-  let json: unknown;
-  try {
-    json = JSON.parse(decoded.toString('utf8'));
-  } catch {
-    // Not JSON after all: the upstream refuses it.
-  }
-  return { raw, json, decodedBytes: decoded.length };
 }

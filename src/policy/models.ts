@@ -46,19 +46,25 @@ export class ModelPolicy {
   }
 
   /**
-   * Throws model_not_allowed when `body` names a model outside the list. A body
-   * with no `model` passes; one whose `model` is not a string is refused (fail closed).
+   * Throws model_not_allowed unless every model named is allowed: `models` holds
+   * each `model` value a body or query gives (servers differ on which duplicate
+   * wins). A value that is not a string is refused (fail closed).
    */
-  check(body: unknown): void {
-    if (typeof body !== 'object' || body === null || !('model' in body)) return;
-    const model = (body as { model: unknown }).model;
-    if (typeof model === 'string' && this.allows(model)) return;
-    const shown = typeof model === 'string' ? JSON.stringify(model.slice(0, 128)) : 'a model that is not a string';
-    throw new ProxyError('model_not_allowed', `This sandbox does not allow ${shown}; allowed: ${this.allowed.join(', ')}.`);
+  checkAll(models: readonly unknown[]): void {
+    for (const model of models) {
+      if (typeof model === 'string' && this.allows(model)) continue;
+      const shown = typeof model === 'string' ? JSON.stringify(model.slice(0, 128)) : 'a model that is not a string';
+      throw new ProxyError('model_not_allowed', `This sandbox does not allow ${shown}; allowed: ${this.allowed.join(', ')}.`);
+    }
   }
 
-  /** The refusal for a body that names its model in a way the sidecar cannot read (an undecodable encoding). */
-  static unreadable(): ProxyError {
-    return new ProxyError('model_not_allowed', 'The request body could not be decoded to check its model, so it was refused.');
+  /** The same for a parsed message (a WebSocket `response.create`): its top-level `model`, if any. */
+  check(body: unknown): void {
+    if (typeof body === 'object' && body !== null && 'model' in body) this.checkAll([(body as { model: unknown }).model]);
+  }
+
+  /** The refusal for a body whose model the sidecar cannot read strictly. */
+  static unreadable(why = 'the body could not be decoded'): ProxyError {
+    return new ProxyError('model_not_allowed', `The request's model cannot be checked (${why}), so it was refused.`);
   }
 }

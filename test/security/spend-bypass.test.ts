@@ -197,7 +197,6 @@ describe('unknown is not free', () => {
 describe('every model call holds a reservation, whatever its body', () => {
   it.each([
     ['no body', undefined, undefined],
-    ['a multipart body', 'multipart/form-data; boundary=x', '--x\r\nContent-Disposition: form-data; name="model"\r\n\r\ngpt-5.5\r\n--x--\r\n'],
     ['a text/plain body', 'text/plain', '{"model":"gpt-5.5","input":"hi"}'],
   ])('guarded, a call with %s is counted', async (_, type, body) => {
     const s = await sidecarWith({ MAX_TOKENS: '1000000' });
@@ -205,6 +204,19 @@ describe('every model call holds a reservation, whatever its body', () => {
     if (type) req.set('content-type', type);
     await (body === undefined ? req : req.send(body)).expect(200);
     expect((await budgetOf(s)).usedTokens).toBe(5);
+  });
+
+  it('a Responses call whose body cannot be read strictly (its tools unchecked) is refused, guarded or not', async () => {
+    for (const env of [{ MAX_TOKENS: '1000000' }, {}] as Record<string, string>[]) {
+      const s = await sidecarWith(env);
+      const sent = mark();
+      const multipart = await request(s.url).post('/v1/responses').set('content-type', 'multipart/form-data; boundary=x').send('--x\r\nContent-Disposition: form-data; name="model"\r\n\r\ngpt-5.5\r\n--x--\r\n');
+      expect(multipart.status).toBe(403);
+      expect(multipart.body.error.code).toBe('tool_not_allowed');
+      const bom = await request(s.url).post('/v1/responses').set('content-type', 'application/json').send(`\ufeff${JSON.stringify({ model: 'gpt-5.5', tools: [{ type: 'mcp', server_url: 'https://evil.test/mcp' }] })}`);
+      expect(bom.status).toBe(403);
+      expect(sent()).toEqual([]);
+    }
   });
 
   it('a target with a fragment is refused: an upstream that dropped it would read another path', async () => {

@@ -1,0 +1,137 @@
+import fc from 'fast-check';
+import { request as httpRequest } from 'node:http';
+import { gzipSync } from 'node:zlib';
+import request from 'supertest';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { ScanError } from '../../src/policy/body-scan.js';
+import { scanBody } from '../../src/policy/body.js';
+import type { FakeUpstream } from '../../testkit/fake-upstream.js';
+import type { Sidecar } from '../support/sidecar.js';
+import { squidRig } from '../support/squid-rig.js';
+
+/**
+ * Bodies read strictly, and hosted tools: an off-list model or an mcp server
+ * hidden in a body the sidecar would read one way and an upstream another,
+ * through sidecar → Squid → the TLS fake upstream.
+ */
+const rig = squidRig();
+const { sidecarWith } = rig;
+let fake: FakeUpstream;
+beforeAll(() => {
+  fake = rig.fake;
+});
+/** A body sent as these bytes (supertest would serialise a Buffer sent as JSON): the status and the error code. */
+const raw = (s: Sidecar, path: string, headers: Record<string, string>, body: Buffer): Promise<{ status: number; code?: string }> =>
+  new Promise((resolve, reject) => {
+    const req = httpRequest(`${s.url}${path}`, { method: 'POST', headers: { ...headers, 'content-length': body.length } }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (c: Buffer) => chunks.push(c));
+      res.on('end', () => resolve({ status: res.statusCode!, code: (JSON.parse(Buffer.concat(chunks).toString() || '{}') as { error?: { code?: string } }).error?.code }));
+    });
+    req.on('error', reject);
+    req.end(body);
+  });
+const mark = (): (() => number) => {
+  const from = fake.received.length;
+  return () => fake.received.length - from;
+};
+
+describe('under ALLOWED_MODELS, a model call is a JSON object in strict UTF-8, every model named checked', () => {
+  let s: Sidecar;
+  beforeAll(async () => {
+    s = await sidecarWith({ ALLOWED_MODELS: 'gpt-5*' });
+  });
+  const utf16 = (text: string, bom: boolean): Buffer => Buffer.concat([bom ? Buffer.from([0xff, 0xfe]) : Buffer.alloc(0), Buffer.from(text, 'utf16le')]);
+  const offList = JSON.stringify({ model: 'o3-pro', input: 'hi' });
+
+  it.each([
+    ['a byte-order mark', 'application/json', Buffer.from(`\ufeff${offList}`)],
+    ['UTF-16 with a BOM', 'application/json', utf16(offList, true)],
+    ['UTF-16 without a BOM', 'application/json', utf16(offList, false)],
+    ['NaN', 'application/json', Buffer.from('{"model":"o3-pro","temperature":NaN}')],
+    ['a duplicate model, the listed one first', 'application/json', Buffer.from('{"model":"gpt-5.5","model":"o3-pro","input":"hi"}')],
+    ['a duplicate model, the listed one last', 'application/json', Buffer.from('{"model":"o3-pro","model":"gpt-5.5","input":"hi"}')],
+    ['a form', 'application/x-www-form-urlencoded', Buffer.from('model=o3-pro&input=hi')],
+    ['multipart', 'multipart/form-data; boundary=x', Buffer.from('--x\r\nContent-Disposition: form-data; name="model"\r\n\r\no3-pro\r\n--x--\r\n')],
+    ['text/plain', 'text/plain', Buffer.from(offList)],
+    ['a charset other than utf-8', 'application/json; charset=utf-16', Buffer.from(offList)],
+    ['an array', 'application/json', Buffer.from(`[${offList}]`)],
+    ['more after the object', 'application/json', Buffer.from(`${JSON.stringify({ model: 'gpt-5.5' })}{"model":"o3-pro"}`)],
+    ['a model that is no string', 'application/json', Buffer.from('{"model":["o3-pro"]}')],
+  ])('%s: 403 model_not_allowed, nothing upstream', async (_, type, body) => {
+    const sent = mark();
+    expect(await raw(s, '/v1/responses', { 'content-type': type }, body)).toEqual({ status: 403, code: 'model_not_allowed' });
+    expect(sent()).toBe(0);
+  });
+
+  it('a model in the query string is checked as well', async () => {
+    const sent = mark();
+    const res = await request(s.url).post('/v1/responses?model=o3-pro').send({ model: 'gpt-5.5', input: 'hi' });
+    expect(res.body.error.code).toBe('model_not_allowed');
+    for (const key of ['MODEL', 'mod%65l']) expect((await request(s.url).post(`/v1/responses?${key}=o3-pro`).send({ model: 'gpt-5.5' })).status).toBe(403);
+    expect(sent()).toBe(0);
+    await request(s.url).post('/v1/responses?model=gpt-5.5').send({ model: 'gpt-5.5', input: 'hi' }).expect(200);
+  });
+
+  it('passes strict JSON with listed models, gzip included, byte for byte', async () => {
+    const body = JSON.stringify({ model: 'gpt-5.5', input: 'é', tools: [{ type: 'function', name: 'f' }] });
+    await request(s.url).post('/v1/responses').set('content-type', 'application/json; charset=utf-8').send(body).expect(200);
+    expect(fake.received.at(-1)!.body.toString()).toBe(body);
+    const gz = gzipSync(body);
+    // Checked decoded, sent as it came (the fake itself does not gunzip: it answers 400).
+    expect((await raw(s, '/v1/responses', { 'content-type': 'application/json', 'content-encoding': 'gzip' }, gz)).code).not.toBe('model_not_allowed');
+    expect(fake.received.at(-1)!.body.equals(gz)).toBe(true);
+  });
+});
+
+describe('hosted mcp tools name only the servers ALLOWED_MCP_SERVERS lists, guarded or not', () => {
+  const call = (s: Sidecar, tool: object) => request(s.url).post('/v1/responses').send({ model: 'gpt-5.5', input: 'hi', tools: [{ type: 'function', name: 'f' }, tool] });
+
+  it('with no list, every mcp tool is refused with 403 tool_not_allowed, and nothing goes upstream', async () => {
+    for (const env of [{}, { MAX_TOKENS: '1000000' }] as Record<string, string>[]) {
+      const s = await sidecarWith(env);
+      const sent = mark();
+      for (const tool of [{ type: 'mcp', server_url: 'https://evil.test/mcp' }, { type: 'MCP', server_url: 'https://evil.test/mcp' }, { type: 'mcp', connector_id: 'connector_gmail' }, { type: 'mcp' }]) {
+        const res = await call(s, tool);
+        expect(res.status, JSON.stringify(tool)).toBe(403);
+        expect(res.body.error).toMatchObject({ code: 'tool_not_allowed', type: 'invalid_request_error' });
+      }
+      expect(sent()).toBe(0);
+    }
+  });
+
+  it('hosts compare case-insensitively and exactly, whatever the port; a .suffix admits subdomains; connectors by name', async () => {
+    const s = await sidecarWith({ ALLOWED_MCP_SERVERS: 'mcp.example.com, .corp.test, connectors' });
+    for (const url of ['https://mcp.example.com/sse', 'https://MCP.Example.COM:8443/x', 'https://a.corp.test/', 'https://b.a.corp.test:1/']) {
+      expect((await call(s, { type: 'mcp', server_url: url })).status, url).toBe(200);
+    }
+    await call(s, { type: 'mcp', connector_id: 'connector_dropbox' }).expect(200);
+    const sent = mark();
+    for (const url of ['https://evil.test/', 'https://mcp.example.com.evil.test/', 'https://xmcp.example.com/', 'https://corp.test.evil/', 'https://user@evil.test/?h=mcp.example.com', 'not a url']) {
+      expect((await call(s, { type: 'mcp', server_url: url })).status, url).toBe(403);
+    }
+    expect(sent()).toBe(0);
+  });
+});
+
+describe('the body reader', () => {
+  /** JSON-ish bytes from pieces that a lenient and a strict parser read differently. */
+  const piece = fc.constantFrom('{', '}', '[', ']', ',', ':', '"model"', '"gpt-5.5"', '"o3-pro"', '"input"', '"x"', '1', 'NaN', 'null', 'true', ' ', '\ufeff', '"\\u006dodel"', '"mo', 'del"', '\\', '\u00e9');
+  it('for any bytes: refused, or it saw every model JSON.parse (last wins) and a first-wins reading would see', async () => {
+    await fc.assert(
+      fc.asyncProperty(fc.array(piece, { maxLength: 14 }), async (pieces) => {
+        const text = pieces.join('');
+        const scan = await scanBody(Buffer.from(text), undefined, 1 << 20);
+        if (scan instanceof ScanError) return;
+        // Accepted: JSON.parse must read it too, as an object.
+        const parsed = JSON.parse(text) as Record<string, unknown>;
+        expect(typeof parsed === 'object' && parsed !== null && !Array.isArray(parsed)).toBe(true);
+        if ('model' in parsed) expect(scan.models).toContainEqual(parsed.model);
+        // First wins: the first top-level "model" key's value.
+        const first = /^\{\s*"(?:model|\\u006dodel)"\s*:\s*("[^"]*")/.exec(text);
+        if (first) expect(scan.models).toContainEqual(JSON.parse(first[1]!));
+      }),
+      { numRuns: 3000 },
+    );
+  });
+});
