@@ -107,7 +107,7 @@ export function createApp(config: Config, deps: AppDeps): ProxyApp {
           ex.end({ status: CALLER_CLOSED });
           return;
         }
-        forward(upstream, ex, res, admitted.upstreamTarget, headersFor(ex), raw, call);
+        forward(upstream, ex, res, admitted.upstreamTarget, headersFor(ex), raw?.toBody(), call);
       },
       (err: unknown) => refuse(ex, res, err),
     );

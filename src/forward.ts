@@ -63,7 +63,7 @@ export function forward(
   res: ServerResponse,
   upstreamTarget: string,
   headers: string[],
-  held?: Buffer,
+  held?: Buffer | Readable,
   call?: AdmittedCall,
 ): void {
   const req = ex.req;

@@ -4,7 +4,7 @@ import type { Exchange } from '../exchange.js';
 import type { Ledger, Reservation } from '../ledger.js';
 import type { Scan } from './body-scan.js';
 import { ScanError } from './body-scan.js';
-import { hasBody, isMultipart, readBody, scanBody } from './body.js';
+import { hasBody, isMultipart, readBody, scanBody, type HeldBody } from './body.js';
 import { callerAllowed } from './caller-auth.js';
 import { ModelPolicy } from './models.js';
 import { EPHEMERAL_KEYS, familyMiscased, routeLabel, routeOf, type Route } from './routes.js';
@@ -26,7 +26,7 @@ export interface AdmittedCall {
 
 /** What the body's steps decided: the bytes to send when they were held, and a model call's reservation. */
 export interface Held {
-  raw?: Buffer;
+  raw?: HeldBody;
   call?: AdmittedCall;
 }
 

@@ -10,8 +10,24 @@ export const isMultipart = (req: IncomingMessage): boolean => String(req.headers
 export const hasBody = (req: IncomingMessage): boolean =>
   req.headers['transfer-encoding'] !== undefined || Number(req.headers['content-length'] ?? 0) > 0;
 
+// Up to this size a held body is sent as one buffer (undici's fast path); past it as its chunks.
+const ONE_BUFFER = 1024 * 1024;
+
+/** A request body held whole as it arrived, in its chunks: never copied into one buffer past ONE_BUFFER. */
+export class HeldBody {
+  constructor(
+    readonly chunks: readonly Buffer[],
+    readonly length: number,
+  ) {}
+
+  /** What goes upstream: the bytes as the caller sent them. */
+  toBody(): Buffer | Readable {
+    return this.length <= ONE_BUFFER ? Buffer.concat(this.chunks, this.length) : Readable.from(this.chunks);
+  }
+}
+
 /** The request body, whole (what goes upstream), never past `max` bytes; a body that stops arriving ends in upstream_timeout. */
-export async function readBody(req: IncomingMessage, max: number, idleMs: number): Promise<Buffer> {
+export async function readBody(req: IncomingMessage, max: number, idleMs: number): Promise<HeldBody> {
   const timer = setTimeout(() => req.destroy(new ProxyError('upstream_timeout', `No byte of the request body came for ${idleMs} ms.`)), idleMs);
   const chunks: Buffer[] = [];
   let size = 0;
@@ -24,7 +40,7 @@ export async function readBody(req: IncomingMessage, max: number, idleMs: number
   } finally {
     clearTimeout(timer);
   }
-  return Buffer.concat(chunks);
+  return new HeldBody(chunks, size);
 }
 
 /**
@@ -32,15 +48,15 @@ export async function readBody(req: IncomingMessage, max: number, idleMs: number
  * (body-scan.ts): a small body that inflates past `max` stops there, never
  * held decoded. What it found, or why it cannot be read strictly.
  */
-export async function scanBody(raw: Buffer, encoding: string | string[] | undefined, max: number): Promise<Scan | ScanError> {
+export async function scanBody(held: HeldBody, encoding: string | string[] | undefined, max: number): Promise<Scan | ScanError> {
   const scanner = new BodyScanner(max);
   try {
     if (isIdentity(encoding)) {
-      for (let at = 0; at < raw.length; at += SLICE) scanner.write(raw.subarray(at, at + SLICE));
+      for (const chunk of held.chunks) for (let at = 0; at < chunk.length; at += SLICE) scanner.write(chunk.subarray(at, at + SLICE));
     } else {
       const decoder = bodyDecoder(encoding);
       if (!decoder) return new ScanError('an unknown content-encoding');
-      Readable.from([raw]).pipe(decoder);
+      Readable.from(held.chunks).pipe(decoder);
       try {
         for await (const chunk of decoder as AsyncIterable<Buffer>) {
           scanner.write(chunk);
