@@ -37,12 +37,41 @@ export const names = (id: string) => ({
   sidecar: `api-proxy-${id}-sidecar`,
 });
 
-/** Removes every container, then every network, that carries this sandbox's label; nothing else. */
-export async function removeSandbox(id: string): Promise<{ containers: number; networks: number }> {
+/** What removing a sandbox did: how many of each went, and each thing that did not, with why. */
+export interface Removed {
+  containers: number;
+  networks: number;
+  failed: { what: string; why: string }[];
+}
+
+const lastLine = (text: string): string => text.trim().split('\n').at(-1) ?? '';
+
+/**
+ * Removes every container, then every network, that carries this sandbox's
+ * label; nothing else. Goes on past what fails, and says exactly what was not
+ * removed and why (a network with a container of someone else's attached).
+ */
+export async function removeSandbox(id: string): Promise<Removed> {
   const filter = ['--filter', `label=${LABEL}=${id}`];
-  const containers = (await docker(['ps', '-aq', ...filter])).stdout.split('\n').filter(Boolean);
-  if (containers.length > 0) await docker(['rm', '-f', '-v', ...containers]);
-  const networks = (await docker(['network', 'ls', '-q', ...filter])).stdout.split('\n').filter(Boolean);
-  if (networks.length > 0) await docker(['network', 'rm', ...networks]);
-  return { containers: containers.length, networks: networks.length };
+  const failed: Removed['failed'] = [];
+  const list = async (args: string[]): Promise<string[]> => (await docker(args)).stdout.split('\n').filter(Boolean);
+  const containers = await list(['ps', '-a', '--format', '{{.Names}}', ...filter]);
+  let removedContainers = 0;
+  for (const c of containers) {
+    const r = await docker(['rm', '-f', '-v', c]);
+    if (r.code === 0) removedContainers++;
+    else failed.push({ what: `container ${c}`, why: lastLine(r.stderr || r.stdout) });
+  }
+  const networks = await list(['network', 'ls', '--format', '{{.Name}}', ...filter]);
+  let removedNetworks = 0;
+  for (const net of networks) {
+    const r = await docker(['network', 'rm', net]);
+    if (r.code === 0) {
+      removedNetworks++;
+      continue;
+    }
+    const attached = (await docker(['network', 'inspect', '-f', '{{range .Containers}}{{.Name}} {{end}}', net])).stdout.trim();
+    failed.push({ what: `network ${net}`, why: `${lastLine(r.stderr || r.stdout)}${attached ? ` (still attached: ${attached})` : ''}` });
+  }
+  return { containers: removedContainers, networks: removedNetworks, failed };
 }

@@ -27,7 +27,10 @@ async function post(): Promise<void> {
     const dir = core.getState('dir');
     if (dir) rmSync(dir, { recursive: true, force: true });
     core.info(`api-proxy sandbox ${id}: removed ${removed.containers} containers and ${removed.networks} networks`);
+    // Said, not failed: the job's own result is what the run is about, and the rest was removed.
+    for (const f of removed.failed) core.warning(`api-proxy sandbox ${id}: could not remove ${f.what}: ${f.why}`);
   }
 }
 
-post().catch((err: unknown) => core.setFailed((err as Error).message));
+// A post step that fails would mark a passing job failed for a cleanup: say it, exit 0.
+post().catch((err: unknown) => core.warning(`api-proxy post step: ${(err as Error).message}`));

@@ -10,7 +10,7 @@ import {
   setFailed,
   setOutput,
   setSecret
-} from "./shared-RJL27E4N.mjs";
+} from "./shared-355XRIWY.mjs";
 
 // action/main.ts
 import { randomBytes } from "node:crypto";

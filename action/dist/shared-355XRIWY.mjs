@@ -19641,6 +19641,9 @@ function setFailed(message) {
 function error(message, properties = {}) {
   issueCommand("error", toCommandProperties(properties), message instanceof Error ? message.toString() : message);
 }
+function warning(message, properties = {}) {
+  issueCommand("warning", toCommandProperties(properties), message instanceof Error ? message.toString() : message);
+}
 function info(message) {
   process.stdout.write(message + os4.EOL);
 }
@@ -19678,13 +19681,30 @@ var names = (id) => ({
   squid: `api-proxy-${id}-squid`,
   sidecar: `api-proxy-${id}-sidecar`
 });
+var lastLine = (text) => text.trim().split("\n").at(-1) ?? "";
 async function removeSandbox(id) {
   const filter = ["--filter", `label=${LABEL}=${id}`];
-  const containers = (await docker(["ps", "-aq", ...filter])).stdout.split("\n").filter(Boolean);
-  if (containers.length > 0) await docker(["rm", "-f", "-v", ...containers]);
-  const networks = (await docker(["network", "ls", "-q", ...filter])).stdout.split("\n").filter(Boolean);
-  if (networks.length > 0) await docker(["network", "rm", ...networks]);
-  return { containers: containers.length, networks: networks.length };
+  const failed = [];
+  const list = async (args) => (await docker(args)).stdout.split("\n").filter(Boolean);
+  const containers = await list(["ps", "-a", "--format", "{{.Names}}", ...filter]);
+  let removedContainers = 0;
+  for (const c of containers) {
+    const r = await docker(["rm", "-f", "-v", c]);
+    if (r.code === 0) removedContainers++;
+    else failed.push({ what: `container ${c}`, why: lastLine(r.stderr || r.stdout) });
+  }
+  const networks = await list(["network", "ls", "--format", "{{.Name}}", ...filter]);
+  let removedNetworks = 0;
+  for (const net of networks) {
+    const r = await docker(["network", "rm", net]);
+    if (r.code === 0) {
+      removedNetworks++;
+      continue;
+    }
+    const attached = (await docker(["network", "inspect", "-f", "{{range .Containers}}{{.Name}} {{end}}", net])).stdout.trim();
+    failed.push({ what: `network ${net}`, why: `${lastLine(r.stderr || r.stdout)}${attached ? ` (still attached: ${attached})` : ""}` });
+  }
+  return { containers: removedContainers, networks: removedNetworks, failed };
 }
 
 export {
@@ -19693,6 +19713,7 @@ export {
   getInput,
   setOutput,
   setFailed,
+  warning,
   info,
   saveState,
   getState,
