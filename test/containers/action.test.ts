@@ -174,7 +174,7 @@ describe.skipIf(why !== null)(`the Action, run as the runner runs it${why ? ` (s
     expect(post.code, `${post.stdout}\n${post.stderr}`).toBe(0);
     const summary = runner.summary();
     expect(summary).toContain('### Model usage (api-proxy)');
-    expect(summary).toMatch(/\| gpt-5\.5 \| 1 \|/);
+    expect(summary).toMatch(/\| `gpt-5\.5` \| 1 \|/);
     expect(summary).toMatch(/Budget: \d+ of 1 tokens: \*\*exhausted\*\*/);
     expect(await left(id)).toBe('');
     // The key is nowhere the runner keeps: outputs, state, summary, env, what main and post printed.
