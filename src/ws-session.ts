@@ -3,7 +3,9 @@ import type { Duplex } from 'node:stream';
 import { ProxyError } from './errors.js';
 import type { Ledger } from './ledger.js';
 import type { Logger } from './logger.js';
-import type { ModelPolicy } from './policy/models.js';
+import { scanMessage, ScanError } from './policy/body-scan.js';
+import { ModelPolicy } from './policy/models.js';
+import type { ToolPolicy } from './policy/tools.js';
 import { mayHoldUsage, readEvent, unknownReading } from './usage.js';
 import { acceptedDeflate, closeFrame, FrameParser, MessageInflater, MessageReader, OPCODE, serverFrame, type Frame, type Message } from './ws-frames.js';
 
@@ -11,6 +13,8 @@ import { acceptedDeflate, closeFrame, FrameParser, MessageInflater, MessageReade
 export interface WsPolicy {
   ledger: Ledger;
   models: ModelPolicy | null;
+  /** Hosted mcp tools a `response.create` may name (ALLOWED_MCP_SERVERS). */
+  tools: ToolPolicy;
   /** Largest caller message held to be checked (MAX_BODY_BYTES): past it, 1009. */
   maxMessageBytes: number;
   /** Largest upstream message inspected for usage: past it, the rest of the session counts as unknown. */
@@ -161,21 +165,30 @@ export function relayWebSocket(
     { keepRaw: true, maxPayload: policy.maxMessageBytes },
   );
 
-  /** The gate for one caller message: null to send it upstream, or why not. */
+  /**
+   * The gate for one caller message: null to send it upstream, or why not.
+   * Binary messages are read like text (the upstream may parse either). A
+   * message that is not one strict JSON object could hide a `response.create`
+   * read another way upstream: refused. Any `type` of `response.create` makes
+   * it a turn, whose every model and hosted tool is checked.
+   */
   function admit(message: Message): ProxyError | null {
-    if (message.opcode !== OPCODE.text) return null;
-    let body: { type?: unknown; generate?: unknown; model?: unknown };
+    let scan;
     try {
-      body = JSON.parse(message.data.toString('utf8'));
-    } catch {
-      return null; // not JSON: the upstream answers it
+      scan = scanMessage(message.data, policy.maxMessageBytes);
+    } catch (err) {
+      if (!(err instanceof ScanError)) throw err;
+      return policy.models ? ModelPolicy.unreadable(err.message) : new ProxyError('tool_not_allowed', `The message's tools cannot be checked (${err.message}), so it was refused.`);
     }
-    if (typeof body !== 'object' || body === null || body.type !== 'response.create') return null;
+    if (!scan.types.includes('response.create')) return null;
     try {
-      policy.models?.check(body);
-      const turn = body.generate !== false;
+      policy.models?.checkAll(scan.models);
+      policy.tools.check(scan.tools);
+      // A prewarm only when every `generate` says so: duplicates cannot make a turn free.
+      const turn = !(scan.generate.length > 0 && scan.generate.every((g) => g === false));
       policy.ledger.admit(turn);
-      pending.push({ counts: turn, model: typeof body.model === 'string' ? body.model : undefined });
+      const model = scan.models.find((m): m is string => typeof m === 'string');
+      pending.push({ counts: turn, model });
       return null;
     } catch (err) {
       if (err instanceof ProxyError) return err;

@@ -8,6 +8,7 @@ import { HeldBody, scanBody } from '../../src/policy/body.js';
 import type { FakeUpstream } from '../../testkit/fake-upstream.js';
 import type { Sidecar } from '../support/sidecar.js';
 import { squidRig } from '../support/squid-rig.js';
+import { exchangeEvents, openWebSocket } from '../support/ws.js';
 
 /**
  * Bodies read strictly, and hosted tools: an off-list model or an mcp server
@@ -111,6 +112,50 @@ describe('hosted mcp tools name only the servers ALLOWED_MCP_SERVERS lists, guar
       expect((await call(s, { type: 'mcp', server_url: url })).status, url).toBe(403);
     }
     expect(sent()).toBe(0);
+  });
+});
+
+describe('over the Responses WebSocket, each message read as HTTP bodies are', () => {
+  const refusalOf = async (s: Sidecar, send: (ws: import('ws').WebSocket) => void): Promise<{ reply: Record<string, unknown>; upstreamMessages: string[] }> => {
+    const { ws } = await openWebSocket(`${s.url.replace('http', 'ws')}/v1/responses`, {});
+    await exchangeEvents(ws!, { type: 'response.create', model: 'gpt-5.5', input: [] }, 'response.completed');
+    const socket = fake.received.at(-1)!;
+    const before = socket.messages.length;
+    const reply = new Promise<Record<string, unknown>>((r) => ws!.once('message', (d: Buffer) => r(JSON.parse(d.toString()))));
+    send(ws!);
+    const answer = await reply;
+    ws!.terminate();
+    return { reply: answer, upstreamMessages: socket.messages.slice(before) };
+  };
+
+  it('a response.create naming an mcp server off the list is refused with tool_not_allowed, guarded or not, and not sent', async () => {
+    for (const env of [{}, { MAX_TOKENS: '1000000' }] as Record<string, string>[]) {
+      const s = await sidecarWith(env);
+      const { reply, upstreamMessages } = await refusalOf(s, (ws) => ws.send(JSON.stringify({ type: 'response.create', model: 'gpt-5.5', tools: [{ type: 'mcp', server_url: 'https://evil.test/' }] })));
+      expect(reply).toMatchObject({ type: 'error', status: 403, error: { code: 'tool_not_allowed' } });
+      expect(upstreamMessages).toEqual([]);
+    }
+  });
+
+  it('under ALLOWED_MODELS, a binary message, a duplicate model and a non-strict message are each refused', async () => {
+    const s = await sidecarWith({ ALLOWED_MODELS: 'gpt-5*' });
+    for (const send of [
+      (ws: import('ws').WebSocket) => ws.send(Buffer.from(JSON.stringify({ type: 'response.create', model: 'o3-pro' })), { binary: true }),
+      (ws: import('ws').WebSocket) => ws.send('{"type":"response.create","model":"o3-pro","model":"gpt-5.5"}'),
+      (ws: import('ws').WebSocket) => ws.send('\ufeff{"type":"response.create","model":"o3-pro"}'),
+      (ws: import('ws').WebSocket) => ws.send('{"type":"response.create","response":{"model":"o3-pro"}}'),
+    ]) {
+      const { reply, upstreamMessages } = await refusalOf(s, send);
+      expect(reply).toMatchObject({ type: 'error', status: 403, error: { code: 'model_not_allowed' } });
+      expect(upstreamMessages).toEqual([]);
+    }
+  });
+
+  it('guarded, the Realtime WebSocket is refused unless ALLOWED_ROUTES names realtime', async () => {
+    const guarded = await sidecarWith({ MAX_TOKENS: '1000000' });
+    const { refused } = await openWebSocket(`${guarded.url.replace('http', 'ws')}/v1/realtime?model=gpt-realtime`, {});
+    expect(refused?.status).toBe(403);
+    expect(JSON.parse(refused!.body).error.code).toBe('route_not_allowed');
   });
 });
 
