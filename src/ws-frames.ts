@@ -18,6 +18,12 @@ export interface Frame {
   raw: Buffer | null;
   /** Its length on the wire, header included. */
   size: number;
+  /**
+   * Set when the parser keeps frames (`keepRaw`) and this one declares more
+   * than `maxPayload`: said as soon as its header is read, and its bytes are
+   * dropped as they come, never buffered.
+   */
+  oversized?: boolean;
 }
 
 /**
@@ -43,7 +49,7 @@ export class FrameParser {
       this.#skip -= n;
       chunk = chunk.subarray(n);
       if (this.#skip > 0) return;
-      this.onFrame(this.#skipped!);
+      if (this.#skipped) this.onFrame(this.#skipped);
       this.#skipped = null;
     }
     if (chunk.length > 0) {
@@ -71,6 +77,19 @@ export class FrameParser {
       const rsv1 = (head[0]! & 0x40) !== 0;
       const opcode = head[0]! & 0x0f;
       if (head.length < offset) return;
+      if (this.opts.keepRaw && length > this.opts.maxPayload) {
+        // A frame that could not be held whole: the caller hears of it now, at its
+        // header; its bytes (up to 2^63 declared) are dropped as they come.
+        const total = offset + length;
+        if (this.#buffered >= total) this.#take(total);
+        else {
+          this.#skip = total - this.#buffered;
+          this.#keep(Buffer.alloc(0));
+        }
+        this.onFrame({ fin, rsv1, opcode, payload: null, raw: null, size: total, oversized: true });
+        if (this.#skip > 0) return;
+        continue;
+      }
       if (!this.opts.keepRaw && length > this.opts.maxPayload) {
         // Too large to read: let it pass without holding it.
         const skipped: Frame = { fin, rsv1, opcode, payload: null, raw: null, size: offset + length };

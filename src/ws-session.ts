@@ -142,6 +142,11 @@ export function relayWebSocket(
       // A refusal that closes is queued (it waits for a boundary in the upstream's
       // stream): nothing more of the caller's goes upstream, nor a second close.
       if (closeAfterInjections) return;
+      if (frame.oversized) {
+        // Declared past MAX_BODY_BYTES: closed at its header, guarded or not, never buffered.
+        inject(closeFrame(MESSAGE_TOO_BIG, 'message too big to check'), true);
+        return;
+      }
       if (frame.opcode >= OPCODE.close) return toUpstream(frame.raw!); // control frames may come between fragments
       held.push(frame.raw!);
       const message = fromCaller.frame(frame);
