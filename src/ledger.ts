@@ -52,10 +52,6 @@ export class Reservation {
     readonly estimate: number,
   ) {}
 
-  get done(): boolean {
-    return this.#done;
-  }
-
   /** Settles to what the answer reported; a reading without tokens is charged the estimate. */
   record(transport: Transport, reading: Reading): void {
     if (this.#done) return;

@@ -2,8 +2,7 @@ import type { Config } from '../config.js';
 import { ProxyError } from '../errors.js';
 import type { Exchange } from '../exchange.js';
 import type { Ledger, Reservation } from '../ledger.js';
-import type { Scan } from './body-scan.js';
-import { ScanError } from './body-scan.js';
+import { ScanError, type Scan } from './body-scan.js';
 import { hasBody, isMultipart, readBody, scanBody, type HeldBody } from './body.js';
 import { callerAllowed } from './caller-auth.js';
 import { ModelPolicy } from './models.js';
@@ -31,7 +30,7 @@ export interface Held {
 }
 
 /** What MAX_REQUESTS counts: every forwarded request but GET and HEAD. */
-export const countsAsRequest = (method: string | undefined): boolean => method !== 'GET' && method !== 'HEAD';
+const countsAsRequest = (method: string | undefined): boolean => method !== 'GET' && method !== 'HEAD';
 
 // What ALLOWED_MODELS reads on a model route: JSON, in UTF-8, or a body with no type.
 const JSON_TYPE = /^application\/json\s*(;\s*charset\s*=\s*"?utf-8"?\s*)?$/i;
@@ -122,11 +121,8 @@ export class Admission {
   }
 
   async #modelCall(ex: Exchange, route: Route, counts: boolean): Promise<Held> {
-    const { req } = ex;
-    const raw = await readBody(req, this.config.maxBodyBytes, this.config.idleTimeoutMs);
-    ex.bytesIn = raw.length;
-    const scan = await scanBody(raw, req.headers['content-encoding'], this.config.maxBodyBytes);
-    const type = String(req.headers['content-type'] ?? '').trim();
+    const { raw, scan } = await this.#read(ex);
+    const type = String(ex.req.headers['content-type'] ?? '').trim();
     if (this.models) {
       // Only a JSON object in strict UTF-8 names its model for certain; anything else is refused.
       if (type !== '' && !JSON_TYPE.test(type)) throw ModelPolicy.unreadable(`sent as ${type.slice(0, 64)}`);
@@ -149,17 +145,21 @@ export class Admission {
 
   /** A body on another route, under ALLOWED_MODELS: a model it names must pass; what does not decode is refused. */
   async #otherBody(ex: Exchange, counts: boolean): Promise<Held> {
-    const { req } = ex;
-    const raw = await readBody(req, this.config.maxBodyBytes, this.config.idleTimeoutMs);
-    ex.bytesIn = raw.length;
-    const scan = await scanBody(raw, req.headers['content-encoding'], this.config.maxBodyBytes);
+    const { raw, scan } = await this.#read(ex);
     if (scan instanceof ScanError) {
-      if (/decode|content-encoding/.test(scan.message)) throw ModelPolicy.unreadable(scan.message);
+      if (scan.undecodable) throw ModelPolicy.unreadable(scan.message);
     } else {
       this.models!.checkAll(scan.models);
     }
     this.ledger.admit(counts);
     return { raw };
+  }
+
+  /** The body held (within MAX_BODY_BYTES) and scanned as the upstream will decode it. */
+  async #read(ex: Exchange): Promise<{ raw: HeldBody; scan: Scan | ScanError }> {
+    const raw = await readBody(ex.req, this.config.maxBodyBytes, this.config.idleTimeoutMs);
+    ex.bytesIn = raw.length;
+    return { raw, scan: await scanBody(raw, ex.req.headers['content-encoding'], this.config.maxBodyBytes) };
   }
 }
 

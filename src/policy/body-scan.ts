@@ -54,6 +54,14 @@ const NOT_A_STRING = Symbol('not a string');
 /** Why a body could not be read strictly. */
 export class ScanError extends Error {
   override name = 'ScanError';
+
+  /** `undecodable`: the body did not decode (an unknown or broken encoding, or past the limit once decoded), not merely non-strict JSON. */
+  constructor(
+    message: string,
+    readonly undecodable = false,
+  ) {
+    super(message);
+  }
 }
 
 interface Level {
@@ -91,7 +99,7 @@ export class BodyScanner {
   write(chunk: Uint8Array): void {
     if (this.#error) return;
     if ((this.#scan.bytes += chunk.length) > this.maxBytes) {
-      this.#error = new ScanError(`over ${this.maxBytes} bytes once decoded`);
+      this.#error = new ScanError(`over ${this.maxBytes} bytes once decoded`, true);
       return;
     }
     let text: string;

@@ -55,7 +55,7 @@ export async function scanBody(held: HeldBody, encoding: string | string[] | und
       for (const chunk of held.chunks) for (let at = 0; at < chunk.length; at += SLICE) scanner.write(chunk.subarray(at, at + SLICE));
     } else {
       const decoder = bodyDecoder(encoding);
-      if (!decoder) return new ScanError('an unknown content-encoding');
+      if (!decoder) return new ScanError('an unknown content-encoding', true);
       Readable.from(held.chunks).pipe(decoder);
       try {
         for await (const chunk of decoder as AsyncIterable<Buffer>) {
@@ -63,7 +63,7 @@ export async function scanBody(held: HeldBody, encoding: string | string[] | und
           if (scanner.failed) break;
         }
       } catch {
-        return new ScanError('a body that does not decode');
+        return new ScanError('a body that does not decode', true);
       } finally {
         decoder.destroy();
       }

@@ -79,8 +79,6 @@ export const FAMILIES: readonly Family[] = [
 /** What ALLOWED_ROUTES opens when guarded and unset: the families whose spend is counted. */
 export const GUARDED_DEFAULT_ROUTES = ['responses', 'chat', 'completions', 'embeddings', 'models'] as const;
 
-export const KNOWN_FAMILIES: ReadonlySet<string> = new Set(FAMILIES.map((f) => f.name));
-
 export interface Route {
   /** The family's name; for a path no family claims, its first segment (or `''`). */
   family: string;

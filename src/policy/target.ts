@@ -51,6 +51,6 @@ export function pathOf(target: string): string {
   return q === -1 ? target : target.slice(0, q);
 }
 
-export function badTarget(): ProxyError {
+function badTarget(): ProxyError {
   return new ProxyError('bad_request_target', 'The request target must be a path such as /v1/responses.');
 }

@@ -1,7 +1,7 @@
 import { ProxyError } from '../errors.js';
 
 /** The ALLOWED_MCP_SERVERS entry that admits an `mcp` tool naming a connector instead of a URL. */
-export const CONNECTORS = 'connectors';
+const CONNECTORS = 'connectors';
 
 type Obj = Record<string, unknown>;
 const isObj = (v: unknown): v is Obj => typeof v === 'object' && v !== null && !Array.isArray(v);
