@@ -26,14 +26,13 @@ if [ "$(id -u)" = 0 ]; then
 fi
 
 dockerd_pid=
+dockerd_start=
 stop_engine() {
-  if [ -n "$dockerd_pid" ]; then
-    kill "$dockerd_pid" 2>/dev/null || true
-    # dockerd stops its containers and containerd first; bounded.
-    for _ in $(seq 1 30); do kill -0 "$dockerd_pid" 2>/dev/null || break; sleep 1; done
-    kill -9 "$dockerd_pid" 2>/dev/null || true
-    pid_forget dockerd
-  fi
+  [ -n "$dockerd_pid" ] || return 0
+  # dockerd stops its containers and containerd first; bounded.
+  pid_stop "$dockerd_pid" "$dockerd_start" ||
+    echo "container-test: the engine did not stop within ${API_PROXY_BOUND_leftover_stop:-30} s; killed" >&2
+  pid_forget dockerd
 }
 trap stop_engine EXIT
 
@@ -56,6 +55,7 @@ start_engine() {
   dockerd >"$log" 2>&1 &
   dockerd_pid=$!
   pid_record dockerd "$dockerd_pid"
+  dockerd_start=$(pid_start "$dockerd_pid")
   local bound=${API_PROXY_BOUND_engine_start:-120} t0=$SECONDS
   until engine_answers 10; do
     if ! kill -0 "$dockerd_pid" 2>/dev/null; then

@@ -30,9 +30,21 @@ pid_record() {
 
 pid_forget() { rm -f "$API_PROXY_RUN_DIR/$1.pid"; }
 
-# Stops every recorded process that is still the one recorded (SIGTERM, up to
-# API_PROXY_BOUND_leftover_stop (30) seconds, then SIGKILL) and says so; a PID
-# now held by another process is left alone, said in one line. Never by name.
+# pid_stop PID START: SIGTERM, then up to API_PROXY_BOUND_leftover_stop (30)
+# seconds while PID is still the process that started at START, then SIGKILL;
+# returns 1 when it took the SIGKILL.
+pid_stop() {
+  local pid=$1 start=$2 deadline=$((SECONDS + ${API_PROXY_BOUND_leftover_stop:-30}))
+  kill -TERM "$pid" 2>/dev/null || true
+  while [ "$(pid_start "$pid")" = "$start" ] && [ $SECONDS -lt $deadline ]; do sleep 0.2; done
+  [ "$(pid_start "$pid")" = "$start" ] || return 0
+  kill -KILL "$pid" 2>/dev/null || true
+  return 1
+}
+
+# Stops every recorded process that is still the one recorded (pid_stop) and
+# says so; a PID now held by another process is left alone, said in one line.
+# Never by name.
 pid_stop_leftovers() {
   local file pid start command now
   for file in "$API_PROXY_RUN_DIR"/*.pid; do
@@ -45,13 +57,7 @@ pid_stop_leftovers() {
       echo "leftovers: $(basename "$file") names pid $pid, now another process ($(pid_command "$pid")); left alone" >&2
     else
       echo "leftovers: stopping pid $pid ($command), left running by an earlier run" >&2
-      kill -TERM "$pid" 2>/dev/null || true
-      local deadline=$((SECONDS + ${API_PROXY_BOUND_leftover_stop:-30}))
-      while [ "$(pid_start "$pid")" = "$start" ] && [ $SECONDS -lt $deadline ]; do sleep 0.2; done
-      if [ "$(pid_start "$pid")" = "$start" ]; then
-        echo "leftovers: pid $pid did not stop within ${API_PROXY_BOUND_leftover_stop:-30} s; killed" >&2
-        kill -KILL "$pid" 2>/dev/null || true
-      fi
+      pid_stop "$pid" "$start" || echo "leftovers: pid $pid did not stop within ${API_PROXY_BOUND_leftover_stop:-30} s; killed" >&2
     fi
     rm -f "$file"
   done
