@@ -1,8 +1,8 @@
-import { readFileSync } from 'node:fs';
 import { gzipSync } from 'node:zlib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startFakeUpstream, type FakeUpstream } from '../../testkit/fake-upstream.js';
 import { freePort } from '../../testkit/squid.js';
+import { memoryMiB } from '../../testkit/wait.js';
 import { spawnMain, type Spawned } from '../support/process.js';
 
 /**
@@ -29,7 +29,7 @@ describe('memory under one request, ALLOWED_MODELS set', () => {
     sidecar.child.kill('SIGKILL');
     await fake.close();
   });
-  const peakMiB = (): number => Number(/VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${sidecar.child.pid}/status`, 'utf8'))![1]) / 1024;
+  const peakMiB = (): number => memoryMiB(sidecar.child.pid!, 'VmHWM');
   const post = async (headers: Record<string, string>, body: Buffer) => {
     const res = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/json', ...headers }, body: new Uint8Array(body) });
     const text = await res.text();

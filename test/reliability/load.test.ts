@@ -1,12 +1,11 @@
 import { spawn } from 'node:child_process';
-import { readFileSync } from 'node:fs';
 import { Agent, request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startFakeUpstream, type FakeUpstream } from '../../testkit/fake-upstream.js';
 import { freePort, SQUID_BIN, startSquid, waitForPort, type Squid } from '../../testkit/squid.js';
 import { MAIN } from '../support/process.js';
 import { startSidecar, testPki, type Sidecar } from '../support/sidecar.js';
-import { openFds, until } from '../../testkit/wait.js';
+import { memoryMiB, openFds, until } from '../../testkit/wait.js';
 
 if (!SQUID_BIN) throw new Error('squid is not installed: run scripts/test.sh, or apt-get install squid');
 
@@ -81,7 +80,7 @@ describe('soak', () => {
       const agent = new Agent({ connections: 16 });
       // Warm up, then take the starting point.
       for (let i = 0; i < 50; i++) await (await request(`${url}/v1/models`, { dispatcher: agent })).body.text();
-      const rss = (): number => Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${child.pid}/status`, 'utf8'))![1]) / 1024;
+      const rss = (): number => memoryMiB(child.pid!, 'VmRSS');
       const fdsAtStart = openFds(child.pid!);
       const samples: [number, number][] = [];
       const end = Date.now() + SOAK_SECONDS * 1000;

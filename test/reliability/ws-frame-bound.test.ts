@@ -1,10 +1,9 @@
 import { randomBytes } from 'node:crypto';
-import { readFileSync } from 'node:fs';
 import { connect, type Socket } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startFakeUpstream, type FakeUpstream } from '../../testkit/fake-upstream.js';
 import { freePort } from '../../testkit/squid.js';
-import { until } from '../../testkit/wait.js';
+import { memoryMiB, until } from '../../testkit/wait.js';
 import { spawnMain, type Spawned } from '../support/process.js';
 
 /**
@@ -38,7 +37,7 @@ describe('a WebSocket frame declared past MAX_BODY_BYTES', () => {
     sidecar.child.kill('SIGKILL');
     await fake.close();
   });
-  const rssMiB = (): number => Number(/VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${sidecar.child.pid}/status`, 'utf8'))![1]) / 1024;
+  const rssMiB = (): number => memoryMiB(sidecar.child.pid!, 'VmRSS');
 
   /** A raw WebSocket through the sidecar, past its 101: the socket and what it has received since. */
   async function upgraded(): Promise<{ socket: Socket; received: () => Buffer }> {
