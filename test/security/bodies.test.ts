@@ -59,9 +59,14 @@ describe('under ALLOWED_MODELS, a model call is a JSON object in strict UTF-8, e
     ['an array', 'application/json', Buffer.from(`[${offList}]`)],
     ['more after the object', 'application/json', Buffer.from(`${JSON.stringify({ model: 'gpt-5.5' })}{"model":"o3-pro"}`)],
     ['a model that is no string', 'application/json', Buffer.from('{"model":["o3-pro"]}')],
-  ])('%s: 403 model_not_allowed, nothing upstream', async (_, type, body) => {
+    ['a model under response', 'application/json', Buffer.from('{"model":"gpt-5.5","response":{"model":"o3-pro"}}')],
+    ['gzip twice, declared as one', 'application/json', gzipSync(gzipSync(offList)), 'gzip'],
+    ['two encodings in one header', 'application/json', gzipSync(gzipSync(offList)), 'gzip, gzip'],
+  ])('%s: 403 model_not_allowed, nothing upstream', async (_, type, body, encoding?: string) => {
     const sent = mark();
-    expect(await raw(s, '/v1/responses', { 'content-type': type }, body)).toEqual({ status: 403, code: 'model_not_allowed' });
+    const headers: Record<string, string> = { 'content-type': type };
+    if (encoding) headers['content-encoding'] = encoding;
+    expect(await raw(s, '/v1/responses', headers, body)).toEqual({ status: 403, code: 'model_not_allowed' });
     expect(sent()).toBe(0);
   });
 
@@ -144,6 +149,13 @@ describe('over the Responses WebSocket, each message read as HTTP bodies are', (
       (ws: import('ws').WebSocket) => ws.send('{"type":"response.create","model":"o3-pro","model":"gpt-5.5"}'),
       (ws: import('ws').WebSocket) => ws.send('\ufeff{"type":"response.create","model":"o3-pro"}'),
       (ws: import('ws').WebSocket) => ws.send('{"type":"response.create","response":{"model":"o3-pro"}}'),
+      // One binary message in three fragments, the model split across them.
+      (ws: import('ws').WebSocket) => {
+        const text = Buffer.from(JSON.stringify({ type: 'response.create', model: 'o3-pro' }));
+        ws.send(text.subarray(0, 20), { binary: true, fin: false });
+        ws.send(text.subarray(20, 33), { binary: true, fin: false });
+        ws.send(text.subarray(33), { binary: true, fin: true });
+      },
     ]) {
       const { reply, upstreamMessages } = await refusalOf(s, send);
       expect(reply).toMatchObject({ type: 'error', status: 403, error: { code: 'model_not_allowed' } });
