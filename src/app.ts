@@ -65,7 +65,7 @@ export function createApp(config: Config, deps: AppDeps): ProxyApp {
     keyFingerprint: () => keyStore.fingerprint,
     currentKey: () => keyStore.key,
   };
-  const wsPolicy: WsPolicy = { ledger, models: admission.models, tools: admission.tools, maxMessageBytes: config.maxBodyBytes, maxInspectBytes: MAX_INSPECT_BYTES, logger };
+  const wsPolicy: WsPolicy = { ledger, models: admission.models, tools: admission.tools, maxMessageBytes: config.maxBodyBytes, maxInspectBytes: MAX_INSPECT_BYTES, reserveTokens: config.reserveTokens, logger };
 
   function refuse(ex: Exchange, res: ServerResponse, err: unknown): void {
     if (!(err instanceof ProxyError)) {

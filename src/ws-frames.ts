@@ -1,4 +1,4 @@
-import { constants, inflateRawSync } from 'node:zlib';
+import { Z_BUF_ERROR, Z_OK, Z_STREAM_END, Z_SYNC_FLUSH, ZStream, zlibInflate, zlibInflateInit2, zlibInflateReset } from 'pako';
 
 /**
  * WebSocket framing (RFC 6455) and permessage-deflate (RFC 7692), for reading
@@ -11,6 +11,9 @@ export interface Frame {
   fin: boolean;
   /** permessage-deflate's "compressed" bit, meaningful on a message's first frame. */
   rsv1: boolean;
+  /** RSV2 or RSV3: no extension in use gives them a meaning. */
+  rsv23: boolean;
+  masked: boolean;
   opcode: number;
   /** Unmasked, or null when over the parser's limit (the frame was still delimited). */
   payload: Buffer | null;
@@ -75,7 +78,9 @@ export class FrameParser {
       if (masked) offset += 4;
       const fin = (head[0]! & 0x80) !== 0;
       const rsv1 = (head[0]! & 0x40) !== 0;
+      const rsv23 = (head[0]! & 0x30) !== 0;
       const opcode = head[0]! & 0x0f;
+      const bits = { fin, rsv1, rsv23, masked, opcode };
       if (head.length < offset) return;
       if (this.opts.keepRaw && length > this.opts.maxPayload) {
         // A frame that could not be held whole: the caller hears of it now, at its
@@ -86,13 +91,13 @@ export class FrameParser {
           this.#skip = total - this.#buffered;
           this.#keep(Buffer.alloc(0));
         }
-        this.onFrame({ fin, rsv1, opcode, payload: null, raw: null, size: total, oversized: true });
+        this.onFrame({ ...bits, payload: null, raw: null, size: total, oversized: true });
         if (this.#skip > 0) return;
         continue;
       }
       if (!this.opts.keepRaw && length > this.opts.maxPayload) {
         // Too large to read: let it pass without holding it.
-        const skipped: Frame = { fin, rsv1, opcode, payload: null, raw: null, size: offset + length };
+        const skipped: Frame = { ...bits, payload: null, raw: null, size: offset + length };
         if (this.#buffered >= offset + length) {
           this.#take(offset + length);
           this.onFrame(skipped);
@@ -110,7 +115,7 @@ export class FrameParser {
         payload = Buffer.from(bytes.subarray(offset));
         if (masked) unmask(payload, bytes.subarray(maskAt, maskAt + 4));
       }
-      this.onFrame({ fin, rsv1, opcode, payload, raw: this.opts.keepRaw ? bytes : null, size: offset + length });
+      this.onFrame({ ...bits, payload, raw: this.opts.keepRaw ? bytes : null, size: offset + length });
     }
   }
 
@@ -137,10 +142,16 @@ function unmask(payload: Buffer, mask: Buffer): void {
   for (let i = 0; i < payload.length; i++) payload[i]! ^= mask[i & 3]!;
 }
 
-/** What the upstream agreed to in its 101: whether each side resets its DEFLATE context per message. */
+/**
+ * What the upstream agreed to in its 101, per direction: whether the sender
+ * resets its DEFLATE context per message, and the window it compresses in
+ * (the receiver refuses a distance past it, so the sidecar's reader must too).
+ */
 export interface Deflate {
   serverNoContextTakeover: boolean;
   clientNoContextTakeover: boolean;
+  serverWindowBits: number;
+  clientWindowBits: number;
 }
 
 /** permessage-deflate as accepted in `sec-websocket-extensions`, or null when not in use. */
@@ -148,42 +159,115 @@ export function acceptedDeflate(header: string | string[] | undefined): Deflate 
   for (const ext of String(header ?? '').split(',')) {
     const [name, ...params] = ext.split(';').map((p) => p.trim().toLowerCase());
     if (name !== 'permessage-deflate') continue;
-    const names = new Set(params.map((p) => p.split('=')[0]!.trim()));
-    return { serverNoContextTakeover: names.has('server_no_context_takeover'), clientNoContextTakeover: names.has('client_no_context_takeover') };
+    const values = new Map(params.map((p) => [p.split('=')[0]!.trim(), p.split('=')[1]?.trim().replace(/^"|"$/g, '')]));
+    const bits = (key: string): number => {
+      const n = Number(values.get(key));
+      return Number.isInteger(n) && n >= 8 && n <= 15 ? n : 15;
+    };
+    return {
+      serverNoContextTakeover: values.has('server_no_context_takeover'),
+      clientNoContextTakeover: values.has('client_no_context_takeover'),
+      serverWindowBits: bits('server_max_window_bits'),
+      clientWindowBits: bits('client_max_window_bits'),
+    };
   }
   return null;
 }
 
 const TAIL = Buffer.from([0x00, 0x00, 0xff, 0xff]);
-const WINDOW = 32 * 1024;
+const OUT_CHUNK = 64 * 1024;
+/** zlib's `data_type` bit: the inflater stopped where a block ends, waiting for the next block's header. */
+const AT_BLOCK_BOUNDARY = 128;
+
+/** Why a compressed message could not be read as the peer reads it. */
+export class InflateError extends Error {
+  constructor(
+    message: string,
+    /** Its output passed the bound: 1009, not 1008. */
+    readonly tooBig = false,
+  ) {
+    super(message);
+  }
+}
 
 /**
- * One direction's compressed messages, inflated in order. With context takeover
- * a message may refer back into the last 32 KiB of what came before: that
- * window is kept and given to each inflate as its dictionary, which is exactly
- * the context the sender compressed against.
+ * One direction's compressed messages, inflated as one DEFLATE stream, as the
+ * receiving peer does (RFC 7692): each message's payload plus 00 00 ff ff,
+ * the context carried into the next unless the sender resets it. A message
+ * must leave the stream where a block ends: if it stopped inside one, the
+ * peer would read the next message's first bytes as the rest of that block
+ * while a reader starting afresh would read them as a new block, so the two
+ * could see different messages. Such a message, a final block, or bytes zlib
+ * refuses (a distance past the window) are an InflateError. zlib's own state
+ * tells where a block ends (`data_type`), which Node's zlib does not expose:
+ * hence pako, a port of zlib, here.
  */
 export class MessageInflater {
-  #window: Buffer | undefined;
+  readonly #strm = new ZStream();
+  /** Where zlib writes; what it wrote is copied out, so small messages cost no large buffer each. */
+  readonly #scratch = new Uint8Array(OUT_CHUNK);
+  #broken = false;
 
   constructor(
     private readonly noContextTakeover: boolean,
+    private readonly windowBits: number,
     private readonly maxBytes: number,
-  ) {}
-
-  /** Throws on bad data or output over the limit; the direction can then no longer be read. */
-  inflate(payload: Buffer): Buffer {
-    const out = inflateRawSync(Buffer.concat([payload, TAIL]), {
-      finishFlush: constants.Z_SYNC_FLUSH,
-      maxOutputLength: this.maxBytes,
-      ...(this.#window ? { dictionary: this.#window } : {}),
-    });
-    if (!this.noContextTakeover) {
-      const joined = this.#window ? Buffer.concat([this.#window, out]) : out;
-      this.#window = joined.length > WINDOW ? Buffer.from(joined.subarray(joined.length - WINDOW)) : joined;
-    }
-    return out;
+  ) {
+    zlibInflateInit2(this.#strm, -windowBits);
   }
+
+  /** The message's bytes; throws InflateError, after which the direction cannot be read. */
+  inflate(payload: Buffer): Buffer {
+    if (this.#broken) throw new InflateError('an earlier message could not be read');
+    const strm = this.#strm;
+    if (this.noContextTakeover) zlibInflateReset(strm);
+    strm.input = Buffer.concat([payload, TAIL]);
+    strm.next_in = 0;
+    strm.avail_in = strm.input.length;
+    const out: Buffer[] = [];
+    let size = 0;
+    try {
+      do {
+        strm.output = this.#scratch;
+        strm.next_out = 0;
+        strm.avail_out = OUT_CHUNK;
+        const status = zlibInflate(strm, Z_SYNC_FLUSH);
+        if (status === Z_STREAM_END) throw new InflateError('a final DEFLATE block');
+        if (status !== Z_OK && status !== Z_BUF_ERROR) throw new InflateError(strm.msg || `zlib status ${status}`);
+        if ((size += strm.next_out) > this.maxBytes) throw new InflateError('inflates past the bound', true);
+        if (strm.next_out > 0) out.push(Buffer.from(this.#scratch.subarray(0, strm.next_out)));
+      } while (strm.avail_out === 0 || strm.avail_in > 0);
+      if ((strm.data_type & AT_BLOCK_BOUNDARY) === 0) throw new InflateError('ends inside a DEFLATE block');
+    } catch (err) {
+      this.#broken = true;
+      throw err;
+    } finally {
+      strm.input = EMPTY;
+    }
+    return out.length === 1 ? out[0]! : Buffer.concat(out, size);
+  }
+}
+
+const EMPTY = new Uint8Array(0);
+
+/**
+ * What RFC 6455 and 7692 forbid in a client's frame, which a server fails the
+ * connection on (so the sidecar must not read such a frame its own way and
+ * forward it): null when the frame is well formed.
+ */
+export function clientFrameError(frame: Frame, inMessage: boolean, deflate: boolean): string | null {
+  const { opcode } = frame;
+  if (!frame.masked) return 'an unmasked client frame';
+  if (frame.rsv23) return 'RSV2 or RSV3 set';
+  if (opcode >= OPCODE.close) {
+    if (opcode > OPCODE.pong) return `reserved opcode ${opcode}`;
+    if (!frame.fin || frame.rsv1 || (frame.payload?.length ?? Infinity) > 125) return 'a fragmented, compressed or long control frame';
+    return null;
+  }
+  if (opcode > OPCODE.binary) return `reserved opcode ${opcode}`;
+  if (opcode === OPCODE.continuation ? !inMessage : inMessage) return 'fragments out of order';
+  if (frame.rsv1 && (opcode === OPCODE.continuation || !deflate)) return 'RSV1 where permessage-deflate gives it no meaning';
+  return null;
 }
 
 /** A complete data message, decompressed. */
@@ -196,15 +280,20 @@ export interface Message {
 /**
  * Frames into messages: fragments joined (control frames may come between them),
  * compressed ones inflated. A message over `maxBytes`, or one that cannot be
- * inflated, makes the direction unreadable (`broken`): with context takeover,
- * nothing after it could be read either.
+ * inflated, makes the direction unreadable (`broken`, and why): with context
+ * takeover, nothing after it could be read either.
  */
 export class MessageReader {
   #opcode = -1;
   #compressed = false;
   #parts: Buffer[] = [];
   #size = 0;
-  broken = false;
+  broken: 'too big' | 'undecodable' | null = null;
+
+  /** Whether a fragmented message has begun and not ended. */
+  get inMessage(): boolean {
+    return this.#opcode !== -1;
+  }
 
   constructor(
     private readonly inflater: MessageInflater | null,
@@ -213,23 +302,28 @@ export class MessageReader {
 
   /** The message this frame completes, or null (a fragment, a control frame, or unreadable). */
   frame(frame: Frame): Message | null {
-    if (frame.opcode >= OPCODE.close) return null;
+    if (frame.opcode >= OPCODE.close || this.broken) return null;
     if (frame.opcode !== OPCODE.continuation) {
       this.#opcode = frame.opcode;
       this.#compressed = frame.rsv1 && this.inflater !== null;
       this.#parts = [];
       this.#size = 0;
     }
-    if (frame.payload === null || (this.#size += frame.payload.length) > this.maxBytes) this.broken = true;
-    if (this.broken) return null;
-    this.#parts.push(frame.payload!);
+    if (frame.payload === null || (this.#size += frame.payload.length) > this.maxBytes) {
+      this.broken = 'too big';
+      return null;
+    }
+    this.#parts.push(frame.payload);
     if (!frame.fin) return null;
     const payload = this.#parts.length === 1 ? this.#parts[0]! : Buffer.concat(this.#parts);
+    const opcode = this.#opcode;
     this.#parts = [];
+    this.#opcode = -1;
     try {
-      return { opcode: this.#opcode, compressed: this.#compressed, data: this.#compressed ? this.inflater!.inflate(payload) : payload };
-    } catch {
-      this.broken = true;
+      return { opcode, compressed: this.#compressed, data: this.#compressed ? this.inflater!.inflate(payload) : payload };
+    } catch (err) {
+      if (!(err instanceof InflateError)) throw err;
+      this.broken = err.tooBig ? 'too big' : 'undecodable';
       return null;
     }
   }

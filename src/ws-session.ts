@@ -1,13 +1,14 @@
 import type { IncomingHttpHeaders } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { ProxyError } from './errors.js';
-import type { Ledger } from './ledger.js';
+import type { Ledger, Reservation } from './ledger.js';
+import { estimate } from './policy/admission.js';
 import type { Logger } from './logger.js';
 import { scanMessage, ScanError } from './policy/body-scan.js';
 import { ModelPolicy } from './policy/models.js';
 import type { ToolPolicy } from './policy/tools.js';
 import { mayHoldUsage, readEvent, unknownReading } from './usage.js';
-import { acceptedDeflate, closeFrame, FrameParser, MessageInflater, MessageReader, OPCODE, serverFrame, type Frame, type Message } from './ws-frames.js';
+import { acceptedDeflate, clientFrameError, closeFrame, FrameParser, MessageInflater, MessageReader, OPCODE, serverFrame, type Frame, type Message } from './ws-frames.js';
 
 /** What a Responses WebSocket session answers to: the budget, the model list, the bounds of inspection. */
 export interface WsPolicy {
@@ -19,24 +20,49 @@ export interface WsPolicy {
   maxMessageBytes: number;
   /** Largest upstream message inspected for usage: past it, the rest of the session counts as unknown. */
   maxInspectBytes: number;
+  /** A turn's reserved output when it sets no maximum (RESERVE_TOKENS). */
+  reserveTokens: number;
   logger: Logger;
 }
 
 // RFC 6455 close codes.
+const PROTOCOL_ERROR = 1002;
 const POLICY_VIOLATION = 1008;
 const MESSAGE_TOO_BIG = 1009;
+
+/** Caller messages forwarded and not yet answered, past which the socket closes: Codex keeps one. */
+const MAX_UNANSWERED = 1024;
+
+/** A `response.create` sent upstream: its hold on the budget until its response reports usage. */
+interface Turn {
+  reservation: Reservation;
+  model: string | undefined;
+}
+
+const responseIdOf = (event: Record<string, unknown>): string | undefined => {
+  const response = event.response;
+  const id = response && typeof response === 'object' ? (response as { id?: unknown }).id : undefined;
+  return typeof id === 'string' ? id : undefined;
+};
 
 /**
  * The two directions of an upgraded Responses WebSocket, once the upstream said 101.
  *
  * Upstream to caller, every byte passes as it comes; a copy is read (frames,
- * permessage-deflate) for the terminal events that carry usage. Caller to
- * upstream, each data message is held until complete and read: a
- * `response.create` passes the model list and the budget or is not sent, and
- * the caller gets the refusal as an `error` message, slipped in between two of
- * the upstream's messages. Refusing a message the caller compressed with
- * context takeover desynchronises the upstream's inflater, so the socket then
- * closes with 1008.
+ * permessage-deflate) for the events that start and end responses. Caller to
+ * upstream, each data message is held until complete and read as the upstream
+ * reads it (one inflate stream, ws-frames.ts): a `response.create` passes the
+ * model list, the hosted tools and a reservation on the budget, or is not
+ * sent, and the caller gets the refusal as an `error` message, slipped in
+ * between two of the upstream's messages. Refusing a message the caller
+ * compressed with context takeover desynchronises the upstream's inflater, so
+ * the socket then closes with 1008.
+ *
+ * Turns are matched to responses by id. The upstream answers the caller's
+ * messages in order, each with `response.created` or an `error`: a created
+ * response belongs to the oldest turn still waiting (messages before it that
+ * were no turn got their answer first), an `error` to the oldest message
+ * waiting; from then on only the response id says which turn a usage settles.
  */
 export function relayWebSocket(
   caller: Duplex,
@@ -47,11 +73,18 @@ export function relayWebSocket(
 ): void {
   const deflate = acceptedDeflate(upgradeHeaders['sec-websocket-extensions']);
   const reqId = ex.id;
+  const { ledger } = policy;
+
+  /** Caller messages sent upstream, unanswered, in order: a turn, or null for a message that is none. */
+  const waiting: (Turn | null)[] = [];
+  /** Turns whose response was created, by response id. */
+  const responses = new Map<string, Turn>();
 
   // --- upstream to caller: forward, and read a copy ---
-  const fromUpstream = new MessageReader(deflate ? new MessageInflater(deflate.serverNoContextTakeover, policy.maxInspectBytes) : null, policy.maxInspectBytes);
-  /** Turns sent upstream and not yet answered: whether each counts (a prewarm does not), and the model it asked for. */
-  const pending: { counts: boolean; model: string | undefined }[] = [];
+  const fromUpstream = new MessageReader(
+    deflate ? new MessageInflater(deflate.serverNoContextTakeover, deflate.serverWindowBits, policy.maxInspectBytes) : null,
+    policy.maxInspectBytes,
+  );
   let upstreamMidMessage = false;
   let upstreamReceived = 0;
   let upstreamFramed = 0;
@@ -66,7 +99,6 @@ export function relayWebSocket(
       upstreamFramed += frame.size;
       if (frame.opcode < OPCODE.close) upstreamMidMessage = !frame.fin;
       if (!upstreamMidMessage && injections.length > 0 && boundaryInChunk < 0) boundaryInChunk = upstreamFramed - chunkStart;
-      if (fromUpstream.broken) return;
       const message = fromUpstream.frame(frame);
       if (message) onUpstreamMessage(message);
     },
@@ -76,19 +108,37 @@ export function relayWebSocket(
   function onUpstreamMessage(message: Message): void {
     if (message.opcode !== OPCODE.text) return;
     const text = message.data.toString('utf8');
-    const isError = text.includes('"error"');
-    if (!isError && !mayHoldUsage(text)) return;
-    let event: unknown;
+    // Only the events that start or end a response, or refuse a message, are parsed; deltas are not.
+    if (!text.includes('"response.created"') && !text.includes('"error"') && !mayHoldUsage(text)) return;
+    let event: Record<string, unknown>;
     try {
-      event = JSON.parse(text);
+      const parsed: unknown = JSON.parse(text);
+      if (!parsed || typeof parsed !== 'object') return;
+      event = parsed as Record<string, unknown>;
     } catch {
+      return;
+    }
+    const id = responseIdOf(event);
+    if (event.type === 'response.created') {
+      // Messages that were no turn, still waiting before this one, got their answer (or none) already.
+      let turn: Turn | null | undefined;
+      while (waiting.length > 0 && !(turn = waiting.shift()));
+      if (turn && id !== undefined) responses.set(id, turn);
+      else turn?.reservation.record('websocket', unknownReading(turn.model));
       return;
     }
     const reading = readEvent(event);
     if (reading) {
-      if (pending.shift()?.counts ?? true) policy.ledger.record(reqId, 'websocket', reading);
-    } else if (isError && (event as { type?: unknown }).type === 'error') {
-      pending.shift(); // the upstream refused the turn itself: no response, no tokens
+      const turn = id === undefined ? undefined : responses.get(id);
+      if (turn) {
+        responses.delete(id!);
+        turn.reservation.record('websocket', reading);
+      } else {
+        ledger.record(reqId, 'websocket', reading); // a response no turn of ours started: counted all the same
+      }
+    } else if (event.type === 'error' && id === undefined) {
+      // The upstream refused the oldest message waiting: if a turn, no response, no tokens.
+      waiting.shift()?.reservation.release();
     }
   }
 
@@ -133,8 +183,17 @@ export function relayWebSocket(
     }
   }
 
+  /** Nothing more of the caller's goes upstream: the socket closes with `code` once the caller is between messages. */
+  function closeWith(code: number, reason: string): void {
+    policy.logger.info({ reqId, code, reason }, 'websocket closed by the sidecar');
+    inject(closeFrame(code, reason), true);
+  }
+
   // --- caller to upstream: hold each message until it is read and admitted ---
-  const fromCaller = new MessageReader(deflate ? new MessageInflater(deflate.clientNoContextTakeover, policy.maxMessageBytes) : null, policy.maxMessageBytes);
+  const fromCaller = new MessageReader(
+    deflate ? new MessageInflater(deflate.clientNoContextTakeover, deflate.clientWindowBits, policy.maxMessageBytes) : null,
+    policy.maxMessageBytes,
+  );
   let held: Buffer[] = [];
 
   const callerFrames = new FrameParser(
@@ -142,19 +201,18 @@ export function relayWebSocket(
       // A refusal that closes is queued (it waits for a boundary in the upstream's
       // stream): nothing more of the caller's goes upstream, nor a second close.
       if (closeAfterInjections) return;
-      if (frame.oversized) {
-        // Declared past MAX_BODY_BYTES: closed at its header, guarded or not, never buffered.
-        inject(closeFrame(MESSAGE_TOO_BIG, 'message too big to check'), true);
-        return;
-      }
+      // Declared past MAX_BODY_BYTES: closed at its header, guarded or not, never buffered.
+      if (frame.oversized) return closeWith(MESSAGE_TOO_BIG, 'message too big to check');
+      const malformed = clientFrameError(frame, fromCaller.inMessage, deflate !== null);
+      if (malformed) return closeWith(PROTOCOL_ERROR, malformed);
       if (frame.opcode >= OPCODE.close) return toUpstream(frame.raw!); // control frames may come between fragments
       held.push(frame.raw!);
       const message = fromCaller.frame(frame);
-      if (fromCaller.broken) {
-        inject(closeFrame(MESSAGE_TOO_BIG, 'message too big to check'), true);
-        return;
-      }
+      if (fromCaller.broken === 'too big') return closeWith(MESSAGE_TOO_BIG, 'message too big to check');
+      // It would not mean to the upstream what it means here (it ends inside a DEFLATE block, say).
+      if (fromCaller.broken) return closeWith(POLICY_VIOLATION, 'message not read as the upstream reads it');
       if (!message) return;
+      if (waiting.length >= MAX_UNANSWERED) return closeWith(POLICY_VIOLATION, 'too many messages waiting for an answer');
       const frames = held;
       held = [];
       const refusal = admit(message);
@@ -165,7 +223,7 @@ export function relayWebSocket(
       policy.logger.info({ reqId, code: refusal.code }, 'websocket message refused');
       const body = JSON.stringify({ type: 'error', status: refusal.status, error: refusal });
       inject(serverFrame(OPCODE.text, Buffer.from(body)), false);
-      if (message.compressed && !deflate?.clientNoContextTakeover) inject(closeFrame(POLICY_VIOLATION, refusal.code), true);
+      if (message.compressed && !deflate?.clientNoContextTakeover) closeWith(POLICY_VIOLATION, refusal.code);
     },
     { keepRaw: true, maxPayload: policy.maxMessageBytes },
   );
@@ -175,7 +233,8 @@ export function relayWebSocket(
    * Binary messages are read like text (the upstream may parse either). A
    * message that is not one strict JSON object could hide a `response.create`
    * read another way upstream: refused. Any `type` of `response.create` makes
-   * it a turn, whose every model and hosted tool is checked.
+   * it a turn, whose every model and hosted tool is checked and which holds a
+   * reservation, a prewarm too (only MAX_REQUESTS leaves it out).
    */
   function admit(message: Message): ProxyError | null {
     let scan;
@@ -185,15 +244,17 @@ export function relayWebSocket(
       if (!(err instanceof ScanError)) throw err;
       return policy.models ? ModelPolicy.unreadable(err.message) : new ProxyError('tool_not_allowed', `The message's tools cannot be checked (${err.message}), so it was refused.`);
     }
-    if (!scan.types.includes('response.create')) return null;
+    if (!scan.types.includes('response.create')) {
+      waiting.push(null);
+      return null;
+    }
     try {
       policy.models?.checkAll(scan.models);
       policy.tools.check(scan.tools);
       // A prewarm only when every `generate` says so: duplicates cannot make a turn free.
-      const turn = !(scan.generate.length > 0 && scan.generate.every((g) => g === false));
-      policy.ledger.admit(turn);
-      const model = scan.models.find((m): m is string => typeof m === 'string');
-      pending.push({ counts: turn, model });
+      const prewarm = scan.generate.length > 0 && scan.generate.every((g) => g === false);
+      const reservation = ledger.reserve(reqId, estimate(scan, message.data.length, policy.reserveTokens), !prewarm);
+      waiting.push({ reservation, model: scan.models.find((m): m is string => typeof m === 'string') });
       return null;
     } catch (err) {
       if (err instanceof ProxyError) return err;
@@ -218,7 +279,8 @@ export function relayWebSocket(
   caller.on('end', () => upstream.end());
   upstream.on('end', () => caller.end());
   upstream.on('close', () => {
-    // Turns sent and never answered: a response cut short is counted, as unknown.
-    for (const turn of pending.splice(0)) if (turn.counts) policy.ledger.record(reqId, 'websocket', unknownReading(turn.model));
+    // Turns sent and never answered, or answered without usage: each is charged its reservation.
+    for (const turn of [...waiting.splice(0), ...responses.values()]) turn?.reservation.record('websocket', unknownReading(turn.model));
+    responses.clear();
   });
 }

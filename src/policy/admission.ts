@@ -172,7 +172,7 @@ function queryModels(query: string): string[] {
 }
 
 /** A call's reservation: its input (decoded bytes / 4, at least the bytes sent) plus its output limit, or RESERVE_TOKENS when it sets none. */
-function estimate(scan: Scan | null, rawBytes: number, reserveTokens: number): number {
+export function estimate(scan: Scan | null, rawBytes: number, reserveTokens: number): number {
   const bytes = Math.max(scan?.bytes ?? 0, rawBytes);
   return Math.ceil(bytes / 4) + (scan?.maxOutput ?? reserveTokens);
 }

@@ -53,13 +53,13 @@ describe('counting, on every transport', () => {
     await request(s.url).post('/v1/files').send({}).expect(200);
 
     const { ws } = await openWebSocket(`${s.url.replace('http', 'ws')}/v1/responses`, { 'x-fake': usage({ input: 50, output: 5 }) });
-    await exchangeEvents(ws!, { type: 'response.create', generate: false, model: 'gpt-5.5' }, 'response.completed'); // prewarm: not a turn
+    await exchangeEvents(ws!, { type: 'response.create', generate: false, model: 'gpt-5.5' }, 'response.completed'); // prewarm: its tokens count, its request does not
     await exchangeEvents(ws!, { type: 'response.create', model: 'gpt-5.5', input: [] }, 'response.completed');
     ws!.close();
 
-    const u = await until(() => usageOf(s), (b) => b.models['gpt-5.5']?.responses === 3);
-    expect(u.tokens).toEqual({ input: 177, cached_input: 40, output: 31, reasoning: 5, total: 208 });
-    expect(u.models['gpt-5.5']).toEqual({ responses: 3, tokens: { input: 160, cached_input: 40, output: 28, reasoning: 5, total: 188 } });
+    const u = await until(() => usageOf(s), (b) => b.models['gpt-5.5']?.responses === 4);
+    expect(u.tokens).toEqual({ input: 227, cached_input: 40, output: 36, reasoning: 5, total: 263 });
+    expect(u.models['gpt-5.5']).toEqual({ responses: 4, tokens: { input: 210, cached_input: 40, output: 33, reasoning: 5, total: 243 } });
     // The stream without usage still named its model: counted under it, as unknown.
     expect(u.models['gpt-4o']).toEqual({ responses: 3, tokens: { input: 8, cached_input: 0, output: 3, reasoning: 0, total: 11 } });
     expect(u.models['text-embedding-3-small'].tokens.input).toBe(9);
@@ -67,20 +67,20 @@ describe('counting, on every transport', () => {
     // MAX_REQUESTS counts: 7 POSTs, the prewarm not, the turn yes.
     expect(u.requests).toBe(8);
     // The budget's count holds the unreported stream's charge; tokens and models only what upstreams reported.
-    expect(u.budget).toEqual({ maxTokens: null, maxRequests: null, usedTokens: 208 + reservation, usedRequests: 8, exhausted: false });
+    expect(u.budget).toEqual({ maxTokens: null, maxRequests: null, usedTokens: 263 + reservation, usedRequests: 8, exhausted: false });
     expect(new Date(u.since).getTime()).toBeLessThanOrEqual(Date.now());
 
     const metrics = (await request(s.url).get('/metrics')).text;
-    expect(metrics).toContain('api_proxy_tokens_total{model="gpt-5.5",type="input"} 160');
+    expect(metrics).toContain('api_proxy_tokens_total{model="gpt-5.5",type="input"} 210');
     expect(metrics).toContain('api_proxy_tokens_total{model="gpt-5.5",type="cached_input"} 40');
     expect(metrics).toContain('api_proxy_tokens_total{model="gpt-4o",type="output"} 3');
     expect(metrics).toMatch(/^api_proxy_usage_unknown_total 1$/m);
 
     await s.app.ledger.close();
     const lines = readFileSync(log, 'utf8').trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
-    expect(lines).toHaveLength(7);
+    expect(lines).toHaveLength(8);
     expect(lines[0]).toMatchObject({ transport: 'http', model: 'gpt-5.5', input: 100, cached_input: 40, output: 20, reasoning: 5, total: 120, status: 'completed' });
-    expect(lines.map((l) => l.transport)).toEqual(['http', 'sse', 'http', 'sse', 'http', 'sse', 'websocket']);
+    expect(lines.map((l) => l.transport)).toEqual(['http', 'sse', 'http', 'sse', 'http', 'sse', 'websocket', 'websocket']);
     expect(lines[5]).toMatchObject({ model: 'gpt-4o', status: 'unknown', input: null, total: null });
     for (const l of lines) expect(Object.keys(l).sort()).toEqual(['cached_input', 'input', 'model', 'output', 'reasoning', 'reqId', 'status', 'time', 'total', 'transport']);
     expect(readFileSync(log, 'utf8')).not.toContain('secret prompt');
