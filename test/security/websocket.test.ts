@@ -1,14 +1,11 @@
-import { once } from 'node:events';
-import { createServer, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { constants, createDeflateRaw, deflateRawSync } from 'node:zlib';
 import request from 'supertest';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { WebSocketServer, type WebSocket } from 'ws';
+import type { WebSocket } from 'ws';
 import { startFakeUpstream, type FakeUpstream } from '../../testkit/fake-upstream.js';
 import { until } from '../../testkit/wait.js';
 import { startSidecar, type Sidecar } from '../support/sidecar.js';
-import { clientFrame, closeCode, rawUpgrade, serverFrames, type RawWebSocket } from '../support/ws.js';
+import { clientFrame, closeCode, completed, created, rawUpgrade, scriptedUpstream, serverFrames, upstreamError, type RawWebSocket, type Scripted } from '../support/ws.js';
 
 /**
  * The Responses WebSocket as a hostile caller would use it, against the `ws`
@@ -194,35 +191,6 @@ describe('frames a server fails the connection on are not read another way and f
     expect(upstreamMessages()).toEqual([]);
   });
 });
-
-/**
- * A far side scripted per message: answers each caller message as the test
- * says (events, with ids and usage it chooses), so interleavings can be made.
- */
-interface Scripted {
-  url: string;
-  close(): Promise<void>;
-}
-
-async function scriptedUpstream(answer: (msg: Record<string, unknown>, ws: WebSocket) => void): Promise<Scripted> {
-  const server: Server = createServer((_req, res) => res.writeHead(404).end());
-  const wss = new WebSocketServer({ server, perMessageDeflate: true });
-  wss.on('connection', (ws) => ws.on('message', (d: Buffer) => answer(JSON.parse(d.toString()) as Record<string, unknown>, ws)));
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  return {
-    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
-    close: async () => {
-      for (const c of wss.clients) c.terminate();
-      await new Promise((r) => server.close(r));
-    },
-  };
-}
-
-const created = (id: string): string => JSON.stringify({ type: 'response.created', response: { id, status: 'in_progress' } });
-const completed = (id: string, model: string, input: number, output: number): string =>
-  JSON.stringify({ type: 'response.completed', response: { id, model, status: 'completed', usage: { input_tokens: input, output_tokens: output, total_tokens: input + output } } });
-const upstreamError = (message: string): string => JSON.stringify({ type: 'error', status: 400, error: { type: 'invalid_request_error', message } });
 
 describe('turns matched to responses by id', () => {
   let up: Scripted;

@@ -1,8 +1,8 @@
 import { randomBytes } from 'node:crypto';
 import { once } from 'node:events';
-import type { IncomingMessage } from 'node:http';
-import { connect, type Socket } from 'node:net';
-import { WebSocket } from 'ws';
+import { createServer, type IncomingMessage, type Server } from 'node:http';
+import { connect, type AddressInfo, type Socket } from 'node:net';
+import { WebSocket, WebSocketServer } from 'ws';
 import { until } from '../../testkit/wait.js';
 
 /** Opens a WebSocket and resolves on open, or with the refusal's status and body. */
@@ -106,3 +106,32 @@ export async function closeCode(ws: RawWebSocket): Promise<number> {
   const frames = await until(() => serverFrames(ws.received()), (f) => f.some((x) => x.opcode === 8), 10_000);
   return frames.find((x) => x.opcode === 8)!.payload.readUInt16BE(0);
 }
+
+/**
+ * A far side scripted per message: answers each caller message as the test
+ * says (events, with ids and usage it chooses), so interleavings can be made.
+ */
+export interface Scripted {
+  url: string;
+  close(): Promise<void>;
+}
+
+export async function scriptedUpstream(answer: (msg: Record<string, unknown>, ws: WebSocket) => void): Promise<Scripted> {
+  const server: Server = createServer((_req, res) => res.writeHead(404).end());
+  const wss = new WebSocketServer({ server, perMessageDeflate: true });
+  wss.on('connection', (ws) => ws.on('message', (d: Buffer) => answer(JSON.parse(d.toString()) as Record<string, unknown>, ws)));
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  return {
+    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+    close: async () => {
+      for (const c of wss.clients) c.terminate();
+      await new Promise((r) => server.close(r));
+    },
+  };
+}
+
+export const created = (id: string): string => JSON.stringify({ type: 'response.created', response: { id, status: 'in_progress' } });
+export const completed = (id: string, model: string, input: number, output: number): string =>
+  JSON.stringify({ type: 'response.completed', response: { id, model, status: 'completed', usage: { input_tokens: input, output_tokens: output, total_tokens: input + output } } });
+export const upstreamError = (message: string): string => JSON.stringify({ type: 'error', status: 400, error: { type: 'invalid_request_error', message } });
