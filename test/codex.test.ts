@@ -113,26 +113,39 @@ describe.skipIf(why !== null)(`Codex CLI end to end${why ? ` (skipped: ${why})` 
     }
   });
 
-  it('under MAX_TOKENS (reservations, one call at a time): completes turns, then stops at once with "Quota exceeded" once spent', async () => {
-    const budget = await startSidecar({ UPSTREAM_URL: `https://${FAKE_HOST}`, HTTPS_PROXY: squid.url, MAX_TOKENS: '20' }, ns.hostAddress);
+  it.each([
+    ['HTTP', false],
+    ['a compressed WebSocket', true],
+  ])('over %s under MAX_TOKENS and ALLOWED_MODELS (reservations, one call at a time): completes turns, then stops at once with "Quota exceeded" once spent', async (_, websockets) => {
+    const budget = await startSidecar({ UPSTREAM_URL: `https://${FAKE_HOST}`, HTTPS_PROXY: squid.url, MAX_TOKENS: '20', ALLOWED_MODELS: 'gpt-5.*' }, ns.hostAddress);
+    fake.received.length = 0;
     try {
       const codes: (number | null)[] = [];
       let last = { code: null as number | null, stdout: '', stderr: '' };
       let seen = 0;
       while (codes.length < 8 && !codes.includes(1)) {
         seen = fake.received.length;
-        last = await runCodex(false, budget);
+        last = await runCodex(websockets, budget);
         codes.push(last.code);
       }
       // Each turn is admitted while the budget has room, its reservation (far over 20 tokens) notwithstanding.
-      expect(codes.slice(0, -1).length, JSON.stringify(codes)).toBeGreaterThanOrEqual(2);
+      // Over WebSocket a run is a prewarm and a turn, and the prewarm's tokens count: one run spends 20.
+      expect(codes.slice(0, -1).length, JSON.stringify(codes)).toBeGreaterThanOrEqual(websockets ? 1 : 2);
       expect(codes.slice(0, -1).every((c) => c === 0), last.stderr).toBe(true);
       expect(codes.at(-1)).toBe(1);
       expect(`${last.stdout}\n${last.stderr}`).toContain('Quota exceeded');
       expect(fake.received.length).toBe(seen);
       const spent = budget.app.ledger.snapshot().budget;
       expect(spent.exhausted).toBe(true);
+      // Every turn (and prewarm) reported its usage: nothing charged beyond it, nothing unknown.
       expect(spent.usedTokens).toBe(budget.app.ledger.snapshot().tokens.total);
+      expect(budget.app.ledger.snapshot().unknown).toBe(0);
+      if (websockets) {
+        const sockets = fake.received.filter((r) => r.websocket);
+        expect(sockets.length).toBeGreaterThanOrEqual(1);
+        expect(String(sockets.at(-1)!.headers['sec-websocket-extensions'])).toContain('permessage-deflate');
+        expect(fake.received.filter((r) => r.method === 'POST' && r.path === '/v1/responses')).toHaveLength(0);
+      }
     } finally {
       await budget.close();
     }

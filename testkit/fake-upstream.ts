@@ -202,7 +202,8 @@ export async function startFakeUpstream(opts: FakeOptions = {}): Promise<FakeUps
   server.on('secureConnection', () => fake.tlsHandshakes++);
   if (opts.keepAliveTimeoutMs) server.keepAliveTimeout = opts.keepAliveTimeoutMs;
 
-  const wss = new WebSocketServer({ noServer: true, perMessageDeflate: true });
+  // Every message compressed, small ones too, so the sidecar's readers meet compression on each event.
+  const wss = new WebSocketServer({ noServer: true, perMessageDeflate: { threshold: 0 } });
   server.on('upgrade', (req: IncomingMessage, socket: Socket, head: Buffer) => {
     const rec = record(req, Buffer.alloc(0), true);
     const b = behaviour(req.headers);
