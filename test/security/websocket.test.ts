@@ -197,9 +197,12 @@ describe('turns matched to responses by id', () => {
   let sc: Sidecar;
   /** Completions held back by the script, sent when a message of type `flush` arrives, last first. */
   const heldBack: [WebSocket, string][] = [];
+  /** `response.create` messages the far side decoded. */
+  let creates = 0;
   beforeAll(async () => {
     let n = 0;
     up = await scriptedUpstream((msg, ws) => {
+      if (msg.type === 'response.create') creates++;
       if (msg.type === 'flush') {
         for (const [w, e] of heldBack.splice(0).reverse()) w.send(e);
         return;
@@ -221,9 +224,9 @@ describe('turns matched to responses by id', () => {
     await up.close();
   });
 
-  const fresh = async (): Promise<Sidecar> => {
+  const fresh = async (maxTokens = '10000000'): Promise<Sidecar> => {
     await sc?.close();
-    sc = await startSidecar({ UPSTREAM_URL: up.url, MAX_TOKENS: '10000000', RESERVE_TOKENS: '1000' });
+    sc = await startSidecar({ UPSTREAM_URL: up.url, MAX_TOKENS: maxTokens, RESERVE_TOKENS: '1000' });
     return sc;
   };
   const send = (ws: RawWebSocket, msg: object): boolean => ws.socket.write(clientFrame(TEXT, Buffer.from(JSON.stringify(msg))));
@@ -275,5 +278,29 @@ describe('turns matched to responses by id', () => {
     // Matched in order instead, the answer would have settled the cut turn's 5000 and left the small one charged.
     expect(u.budget.usedTokens).toBe(reservation(cut, 5000) + 4 + reservation(silent, 1000));
     expect(u.tokens.total).toBe(4);
+  });
+
+  it('turns at once on one socket and on a second one: the first holds its reservation, the others get 429 budget_exceeded and are not sent', async () => {
+    const sidecar = await fresh('100');
+    creates = 0;
+    const a = await rawUpgrade(sidecar.port);
+    const b = await rawUpgrade(sidecar.port);
+    const turn = { type: 'response.create', model: 'gpt-5.5', hold: true, metadata: { input: 10 } };
+    for (let i = 0; i < 3; i++) send(a, turn);
+    send(b, turn);
+    await until(() => count(a, 'error') + count(b, 'error'), (n) => n === 3, 10_000);
+    for (const e of [...events(a), ...events(b)].filter((x) => x.type === 'error')) {
+      expect(e).toMatchObject({ status: 429, error: { code: 'budget_exceeded', type: 'insufficient_quota' } });
+    }
+    await until(() => count(a, 'response.created'), (n) => n === 1, 10_000);
+    expect(creates).toBe(1);
+    // Once the first reports its 11 tokens, the budget has room again.
+    send(a, { type: 'flush' });
+    await until(() => count(a, 'response.completed'), (n) => n === 1, 10_000);
+    send(b, { ...turn, hold: false });
+    await until(() => count(b, 'response.completed'), (n) => n === 1, 10_000);
+    expect(creates).toBe(2);
+    for (const ws of [a, b]) ws.socket.destroy();
+    expect((await until(() => usageOf(sidecar), (u) => u.budget.usedTokens === 22)).unknown).toBe(0);
   });
 });
