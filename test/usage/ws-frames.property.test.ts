@@ -1,4 +1,4 @@
-import { constants, createDeflateRaw } from 'node:zlib';
+import { constants, createDeflateRaw, createInflateRaw, inflateRawSync, type InflateRaw } from 'node:zlib';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { clientFrameError, FrameParser, InflateError, MessageInflater, MessageReader, OPCODE, type Frame } from '../../src/ws-frames.js';
@@ -105,6 +105,47 @@ describe('the frame reader, fuzzed', () => {
       { numRuns: 200, interruptAfterTimeLimit: 4_000 },
     );
   });
+
+  it('differential: whatever a hostile sender compresses, a message the sidecar reads is the one both kinds of peer read: one zlib stream (as ws), or each message afresh on the window before it', async () => {
+    await fc.assert(
+      fc.asyncProperty(
+        fc.array(fc.string({ maxLength: 200 }), { minLength: 1, maxLength: 4 }),
+        fc.array(fc.record({ message: fc.nat(), byte: fc.nat(), bit: fc.integer({ min: 0, max: 7 }) }), { maxLength: 3 }),
+        fc.array(fc.record({ message: fc.nat(), cut: fc.nat() }), { maxLength: 2 }),
+        async (texts, flips, cuts) => {
+          const payloads = await compress(texts, false);
+          // Bits flipped and messages cut short or moved across the boundary: what a hostile sender could do.
+          for (const f of flips) {
+            const p = payloads[f.message % payloads.length]!;
+            if (p.length > 0) p[f.byte % p.length]! ^= 1 << f.bit;
+          }
+          for (const c of cuts) {
+            const i = c.message % payloads.length;
+            if (i + 1 >= payloads.length) continue;
+            const at = c.cut % (payloads[i]!.length + 1);
+            payloads[i + 1] = Buffer.concat([payloads[i]!.subarray(at), payloads[i + 1]!]);
+            payloads[i] = payloads[i]!.subarray(0, at);
+          }
+          const ours = new MessageInflater(false, 15, 1 << 20);
+          const peer = new PeerInflater();
+          const afresh = new WindowInflater();
+          for (const p of payloads) {
+            let read: Buffer;
+            try {
+              read = ours.inflate(p);
+            } catch (err) {
+              expect(err).toBeInstanceOf(InflateError);
+              break; // the sidecar closes the socket: nothing after this reaches the peer
+            }
+            expect((await peer.inflate(p)).toString('hex')).toBe(read.toString('hex'));
+            expect(afresh.inflate(p).toString('hex')).toBe(read.toString('hex'));
+          }
+          peer.close();
+        },
+      ),
+      { numRuns: 400, interruptAfterTimeLimit: 6_000 },
+    );
+  });
 });
 
 /** What a permessage-deflate sender puts on the wire: each message flushed, its 00 00 ff ff removed. */
@@ -126,4 +167,46 @@ async function compress(texts: string[], noContextTakeover: boolean): Promise<Bu
   }
   deflater.close();
   return out;
+}
+
+/** The receiving peer as the ws library is: Node's zlib, one raw inflate stream, each message plus 00 00 ff ff flushed. */
+class PeerInflater {
+  readonly #zlib: InflateRaw = createInflateRaw();
+  #out: Buffer[] = [];
+  #error: Error | null = null;
+
+  constructor() {
+    this.#zlib.on('data', (d: Buffer) => this.#out.push(d));
+    this.#zlib.on('error', (err: Error) => (this.#error = err));
+  }
+
+  inflate(payload: Buffer): Promise<Buffer> {
+    return new Promise((resolve, reject) => {
+      if (this.#error) return reject(this.#error);
+      this.#zlib.write(Buffer.concat([payload, Buffer.from([0x00, 0x00, 0xff, 0xff])]));
+      this.#zlib.flush(constants.Z_SYNC_FLUSH, () => (this.#error ? reject(this.#error) : resolve(Buffer.concat(this.#out.splice(0)))));
+    });
+  }
+
+  close(): void {
+    this.#zlib.close();
+  }
+}
+
+/**
+ * A peer that inflates each message afresh, given the last 32 KiB it read as
+ * its dictionary (as this sidecar once did): it agrees with one stream only
+ * while every message ends where a block ends.
+ */
+class WindowInflater {
+  #window: Buffer = Buffer.alloc(0);
+
+  inflate(payload: Buffer): Buffer {
+    const out = inflateRawSync(Buffer.concat([payload, Buffer.from([0x00, 0x00, 0xff, 0xff])]), {
+      finishFlush: constants.Z_SYNC_FLUSH,
+      ...(this.#window.length > 0 ? { dictionary: this.#window } : {}),
+    });
+    this.#window = Buffer.concat([this.#window, out]).subarray(-32 * 1024);
+    return out;
+  }
 }
