@@ -344,12 +344,15 @@ async function webSocketScenario(contenders: Contender[]): Promise<void> {
     const ws = new WebSocket(url, { ca: readFileSync(pki.caFile), perMessageDeflate: false });
     await once(ws, 'open');
     const deadline = performance.now() + SECONDS * 1000;
-    let trips = 0;
-    while (performance.now() < deadline) {
-      ws.send('{"type":"ping"}');
-      await once(ws, 'message');
-      trips++;
-    }
+    const ping = '{"type":"ping"}';
+    // Driven by each answer; a socket that closes early fails the run instead of hanging it.
+    const trips = await new Promise<number>((resolve, reject) => {
+      let n = 0;
+      ws.on('message', () => (++n, performance.now() < deadline ? ws.send(ping) : resolve(n)));
+      ws.once('close', (code) => reject(new Error(`${c.name}: the WebSocket closed (${code}) after ${n} round trips`)));
+      ws.send(ping);
+    });
+    ws.removeAllListeners('close');
     ws.close();
     record(scenario, c.name, 'round trips', 'per s', trips / SECONDS);
   });

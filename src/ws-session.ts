@@ -30,7 +30,7 @@ const PROTOCOL_ERROR = 1002;
 const POLICY_VIOLATION = 1008;
 const MESSAGE_TOO_BIG = 1009;
 
-/** Caller messages forwarded and not yet answered, past which the socket closes: Codex keeps one. */
+/** Turns sent and not yet answered, past which the socket closes: Codex keeps one. */
 const MAX_UNANSWERED = 1024;
 
 /** A `response.create` sent upstream: its hold on the budget until its response reports usage. */
@@ -75,8 +75,17 @@ export function relayWebSocket(
   const reqId = ex.id;
   const { ledger } = policy;
 
-  /** Caller messages sent upstream, unanswered, in order: a turn, or null for a message that is none. */
-  const waiting: (Turn | null)[] = [];
+  /**
+   * Caller messages sent upstream and unanswered, in order: a turn, or how many
+   * messages that are none came in a row (a count, so they cost no memory).
+   */
+  const waiting: (Turn | number)[] = [];
+  let turnsWaiting = 0;
+  const nextTurn = (): Turn | undefined => {
+    const turn = waiting.shift() as Turn | undefined;
+    if (turn) turnsWaiting--;
+    return turn;
+  };
   /** Turns whose response was created, by response id. */
   const responses = new Map<string, Turn>();
 
@@ -121,8 +130,8 @@ export function relayWebSocket(
     const id = responseIdOf(event);
     if (event.type === 'response.created') {
       // Messages that were no turn, still waiting before this one, got their answer (or none) already.
-      let turn: Turn | null | undefined;
-      while (waiting.length > 0 && !(turn = waiting.shift()));
+      while (typeof waiting[0] === 'number') waiting.shift();
+      const turn = nextTurn();
       if (turn && id !== undefined) responses.set(id, turn);
       else turn?.reservation.record('websocket', unknownReading(turn.model));
       return;
@@ -138,7 +147,11 @@ export function relayWebSocket(
       }
     } else if (event.type === 'error' && id === undefined) {
       // The upstream refused the oldest message waiting: if a turn, no response, no tokens.
-      waiting.shift()?.reservation.release();
+      if (typeof waiting[0] === 'number') {
+        if (--(waiting[0] as number) === 0) waiting.shift();
+      } else {
+        nextTurn()?.reservation.release();
+      }
     }
   }
 
@@ -212,7 +225,7 @@ export function relayWebSocket(
       // It would not mean to the upstream what it means here (it ends inside a DEFLATE block, say).
       if (fromCaller.broken) return closeWith(POLICY_VIOLATION, 'message not read as the upstream reads it');
       if (!message) return;
-      if (waiting.length >= MAX_UNANSWERED) return closeWith(POLICY_VIOLATION, 'too many messages waiting for an answer');
+      if (turnsWaiting >= MAX_UNANSWERED) return closeWith(POLICY_VIOLATION, 'too many turns waiting for an answer');
       const frames = held;
       held = [];
       const refusal = admit(message);
@@ -245,7 +258,8 @@ export function relayWebSocket(
       return policy.models ? ModelPolicy.unreadable(err.message) : new ProxyError('tool_not_allowed', `The message's tools cannot be checked (${err.message}), so it was refused.`);
     }
     if (!scan.types.includes('response.create')) {
-      waiting.push(null);
+      if (typeof waiting.at(-1) === 'number') (waiting[waiting.length - 1] as number)++;
+      else waiting.push(1);
       return null;
     }
     try {
@@ -255,6 +269,7 @@ export function relayWebSocket(
       const prewarm = scan.generate.length > 0 && scan.generate.every((g) => g === false);
       const reservation = ledger.reserve(reqId, estimate(scan, message.data.length, policy.reserveTokens), !prewarm);
       waiting.push({ reservation, model: scan.models.find((m): m is string => typeof m === 'string') });
+      turnsWaiting++;
       return null;
     } catch (err) {
       if (err instanceof ProxyError) return err;
@@ -280,7 +295,9 @@ export function relayWebSocket(
   upstream.on('end', () => caller.end());
   upstream.on('close', () => {
     // Turns sent and never answered, or answered without usage: each is charged its reservation.
-    for (const turn of [...waiting.splice(0), ...responses.values()]) turn?.reservation.record('websocket', unknownReading(turn.model));
+    for (const turn of [...waiting.splice(0), ...responses.values()]) {
+      if (typeof turn !== 'number') turn.reservation.record('websocket', unknownReading(turn.model));
+    }
     responses.clear();
   });
 }

@@ -207,6 +207,7 @@ describe('turns matched to responses by id', () => {
         for (const [w, e] of heldBack.splice(0).reverse()) w.send(e);
         return;
       }
+      if (msg.type === 'echo') return ws.send(JSON.stringify({ type: 'echo' }));
       if (msg.type !== 'response.create') return ws.send(upstreamError('unknown event type'));
       if (msg.model === 'gpt-missing') return ws.send(upstreamError('model not found'));
       if (msg.model === 'gpt-silent') return; // never answered
@@ -302,5 +303,31 @@ describe('turns matched to responses by id', () => {
     expect(creates).toBe(2);
     for (const ws of [a, b]) ws.socket.destroy();
     expect((await until(() => usageOf(sidecar), (u) => u.budget.usedTokens === 22)).unknown).toBe(0);
+  });
+
+  it('messages that are no turn, answered with anything but an error, cost nothing and shift nothing: 3000 of them, then a turn', async () => {
+    const sidecar = await fresh();
+    const ws = await rawUpgrade(sidecar.port);
+    const echo = clientFrame(TEXT, Buffer.from('{"type":"echo"}'));
+    ws.socket.write(Buffer.concat(Array.from({ length: 3000 }, () => echo)));
+    send(ws, { type: 'response.create', model: 'gpt-5.5', metadata: { input: 5 } });
+    await until(() => count(ws, 'response.completed'), (n) => n === 1, 10_000);
+    expect(count(ws, 'echo')).toBe(3000);
+    ws.socket.destroy();
+    const u = await until(() => usageOf(sidecar), (b) => b.models['gpt-5.5'] !== undefined);
+    expect(u.budget.usedTokens).toBe(6);
+    expect(u.unknown).toBe(0);
+  });
+
+  it('more than 1024 turns waiting for an answer close the socket with 1008', async () => {
+    const sidecar = await fresh();
+    const ws = await rawUpgrade(sidecar.port);
+    const silent = clientFrame(TEXT, Buffer.from(JSON.stringify({ type: 'response.create', model: 'gpt-silent', max_output_tokens: 1 })));
+    ws.socket.write(Buffer.concat(Array.from({ length: 1025 }, () => silent)));
+    expect(await closeCode(ws)).toBe(1008);
+    ws.socket.destroy();
+    // Each turn sent was charged its reservation at the end; the one refused was not sent.
+    const u = await until(() => usageOf(sidecar), (b) => b.unknown === 1024);
+    expect(u.budget.usedRequests).toBe(1024);
   });
 });
