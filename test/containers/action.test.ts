@@ -101,7 +101,8 @@ describe.skipIf(why !== null)(`the Action, run as the runner runs it${why ? ` (s
       'upstream-url': 'https://api.openai.test',
       'upstream-ca-file': join(caDir, 'ca.pem'),
       'upstream-network': upstreamNet,
-      'max-tokens': '1',
+      // Codex's prewarm and its turn report 10 tokens each: the prewarm leaves room for the turn, the turn spends it.
+      'max-tokens': '15',
     });
     main = await runner.main().done;
     outputs = runner.outputs();
@@ -140,7 +141,7 @@ describe.skipIf(why !== null)(`the Action, run as the runner runs it${why ? ` (s
     }
     // The usage URL answers from the runner.
     const usage = (await (await fetch(outputs['usage-url']!)).json()) as { budget: { maxTokens: number } };
-    expect(usage.budget.maxTokens).toBe(1);
+    expect(usage.budget.maxTokens).toBe(15);
   });
 
   it('an agent container on the output network reaches the sidecar and nothing else', async () => {
@@ -174,8 +175,9 @@ describe.skipIf(why !== null)(`the Action, run as the runner runs it${why ? ` (s
     expect(post.code, `${post.stdout}\n${post.stderr}`).toBe(0);
     const summary = runner.summary();
     expect(summary).toContain('### Model usage (api-proxy)');
-    expect(summary).toMatch(/\| `gpt-5\.5` \| 1 \|/);
-    expect(summary).toMatch(/Budget: \d+ of 1 tokens: \*\*exhausted\*\*/);
+    // The prewarm's response counts beside the turn's.
+    expect(summary).toMatch(/\| `gpt-5\.5` \| 2 \|/);
+    expect(summary).toMatch(/Budget: \d+ of 15 tokens: \*\*exhausted\*\*/);
     expect(await left(id)).toBe('');
     // The key is nowhere the runner keeps: outputs, state, summary, env, what main and post printed.
     for (const text of [runner.everything(), main.stdout.split('\n').slice(1).join('\n'), main.stderr, post.stdout, post.stderr]) {
