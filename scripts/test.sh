@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs every test from a fresh clone: installs what the tests need (npm
-# packages, Squid, iproute2, nginx for the benchmark baseline, shellcheck),
+# packages, Squid, iproute2, nginx and wrk for the benchmark, shellcheck),
 # then lint, typecheck, build, the test suite, the benchmark's quick smoke run,
 # and the container tests (scripts/container-test.sh installs Docker).
 # The Codex and namespace tests need root; as root (CI) nothing is skipped.
@@ -24,6 +24,7 @@ need_apt=()
 command -v ip >/dev/null || need_apt+=(iproute2)
 command -v setpriv >/dev/null || need_apt+=(util-linux)
 [ -x /usr/sbin/nginx ] || need_apt+=(nginx-light)
+command -v wrk >/dev/null || need_apt+=(wrk)
 command -v shellcheck >/dev/null || need_apt+=(shellcheck)
 [ ${#need_apt[@]} -eq 0 ] || phase "installs (Debian)" as_root bash scripts/apt-install.sh "${need_apt[@]}"
 
