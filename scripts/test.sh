@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test from a fresh clone: installs what the tests need (npm
 # packages, Squid, iproute2, nginx and wrk for the benchmark, shellcheck),
-# then lint, typecheck, build, the test suite, the benchmark's quick smoke run,
-# and the container tests (scripts/container-test.sh installs Docker).
+# then lint, typecheck, build, the test suite, the benchmark's and the soak's
+# smoke runs, and the container tests (scripts/container-test.sh installs Docker).
 # The Codex and namespace tests need root; as root (CI) nothing is skipped.
 # Each phase prints its start and its seconds, and runs under a bound
 # (scripts/lib/bound.sh); what an earlier run left running is stopped first.
@@ -45,6 +45,8 @@ fi
 # The benchmark's smoke run: every scenario once, briefly; no thresholds asserted.
 if [ $status = 0 ] && [ "${API_PROXY_BENCH:-1}" = 1 ]; then
   phase "bench smoke" bounded bench 900 "the benchmark's smoke run" "the scenario named last above" -- node dist/bench/run.js --quick > /dev/null || status=$?
+  # The soak, briefly: mixed traffic with every control on, every exchange must succeed (too short to judge the slope).
+  phase "soak smoke" bounded soak 300 "the soak's smoke run" "the soak lines above" -- node dist/scripts/soak.js --seconds 30 || status=$?
 fi
 # Images and the compose sandbox: after the rest, alone (API_PROXY_CONTAINERS=0 leaves them out).
 if [ "${API_PROXY_CONTAINERS:-1}" = 1 ]; then
