@@ -55,7 +55,7 @@ const MAIN = new URL('../src/main.js', import.meta.url).pathname;
 
 const work = mkdtempSync(join(tmpdir(), 'api-proxy-soak-'));
 const pki = await createTestPki(join(work, 'pki'));
-const fake = await startFakeUpstream({ pki });
+const fake = await startFakeUpstream({ pki, keepReceived: false });
 const squid = await startSquid({ allow: ['.openai.test'], hosts: { 'api.openai.test': '127.0.0.1' } });
 const port = await freePort();
 const sidecar = spawn(process.execPath, [MAIN], {

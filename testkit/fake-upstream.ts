@@ -62,6 +62,11 @@ export interface FakeOptions {
   port?: number;
   /** How long idle connections are kept (Node's default is 5 s; OpenAI's is longer). */
   keepAliveTimeoutMs?: number;
+  /**
+   * Keep every request in `received` (default). Off for load: a million kept
+   * bodies make this process's own major GCs the tail of whatever is measured.
+   */
+  keepReceived?: boolean;
 }
 
 type Behaviour = Record<string, string>;
@@ -225,7 +230,7 @@ export async function startFakeUpstream(opts: FakeOptions = {}): Promise<FakeUps
       websocket,
       messages: [],
     };
-    fake.received.push(rec);
+    if (opts.keepReceived !== false) fake.received.push(rec);
     fake.emit('request', rec);
     return rec;
   }
