@@ -45,7 +45,7 @@ export interface ProxyApp {
  */
 export function createApp(config: Config, deps: AppDeps): ProxyApp {
   const { logger, keyStore } = deps;
-  const metrics = createMetrics();
+  const metrics = createMetrics(() => http.open);
   const agent = createUpstreamAgent(config);
   const http = new ExchangeTracker(metrics, logger, 'http');
   const websockets = new ExchangeTracker(metrics, logger, 'websocket');

@@ -72,7 +72,6 @@ export class ExchangeTracker extends EventEmitter {
 
   opened(): void {
     this.#open++;
-    if (this.kind === 'http') this.metrics.inFlight.inc();
   }
 
   closed(ex: Exchange, outcome: Outcome): void {
@@ -80,7 +79,6 @@ export class ExchangeTracker extends EventEmitter {
     const seconds = ex.seconds();
     const method = ex.req.method ?? 'GET';
     if (this.kind === 'http') {
-      this.metrics.inFlight.dec();
       this.metrics.requests.inc({ method, route: ex.route, status: outcome.status });
       this.metrics.duration.observe({ route: ex.route }, seconds);
     } else {

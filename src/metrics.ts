@@ -7,8 +7,12 @@ const DURATION_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 1
 
 export type Metrics = ReturnType<typeof createMetrics>;
 
-/** One registry per app, so tests can build several apps in one process. */
-export function createMetrics() {
+/**
+ * One registry per app, so tests can build several apps in one process.
+ * `inFlight` is read at scrape time: a gauge set per exchange cost two label
+ * hashes and an allocation on every request.
+ */
+export function createMetrics(inFlight: () => number = () => 0) {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry, prefix: PREFIX });
   const registers = [registry];
@@ -38,6 +42,9 @@ export function createMetrics() {
       name: `${PREFIX}requests_in_flight`,
       help: 'Forwarded HTTP exchanges under way.',
       registers,
+      collect() {
+        this.set(inFlight());
+      },
     }),
     upstreamErrors: new Counter({
       name: `${PREFIX}upstream_errors_total`,

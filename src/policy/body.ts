@@ -26,21 +26,38 @@ export class HeldBody {
   }
 }
 
-/** The request body, whole (what goes upstream), never past `max` bytes; a body that stops arriving ends in upstream_timeout. */
-export async function readBody(req: IncomingMessage, max: number, idleMs: number): Promise<HeldBody> {
-  const timer = setTimeout(() => req.destroy(new ProxyError('upstream_timeout', `No byte of the request body came for ${idleMs} ms.`)), idleMs);
-  const chunks: Buffer[] = [];
-  let size = 0;
-  try {
-    for await (const chunk of req as AsyncIterable<Buffer>) {
+/**
+ * The request body, whole (what goes upstream), never past `max` bytes; a body
+ * that stops arriving ends in upstream_timeout. Read with listeners, not
+ * `for await`: the async iterator cost several microseconds per request.
+ */
+export function readBody(req: IncomingMessage, max: number, idleMs: number): Promise<HeldBody> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    let settled = false;
+    const settle = (err: Error | null): void => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      if (err) reject(err);
+      else resolve(new HeldBody(chunks, size));
+    };
+    const timer = setTimeout(() => req.destroy(new ProxyError('upstream_timeout', `No byte of the request body came for ${idleMs} ms.`)), idleMs);
+    req.on('data', (chunk: Buffer) => {
+      if (settled) return;
       timer.refresh();
-      if ((size += chunk.length) > max) throw new ProxyError('body_too_large', `The request body is over ${max} bytes.`);
+      if ((size += chunk.length) > max) {
+        settle(new ProxyError('body_too_large', `The request body is over ${max} bytes.`));
+        req.destroy(); // as an abandoned iterator did: the rest is not read
+        return;
+      }
       chunks.push(chunk);
-    }
-  } finally {
-    clearTimeout(timer);
-  }
-  return new HeldBody(chunks, size);
+    });
+    req.on('end', () => settle(null));
+    req.on('error', settle);
+    req.on('close', () => settle(new Error('the caller closed the connection before its body ended')));
+  });
 }
 
 /**
