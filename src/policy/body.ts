@@ -43,13 +43,13 @@ export function readBody(req: IncomingMessage, max: number, idleMs: number): Pro
       if (err) reject(err);
       else resolve(new HeldBody(chunks, size));
     };
-    const timer = setTimeout(() => req.destroy(new ProxyError('upstream_timeout', `No byte of the request body came for ${idleMs} ms.`)), idleMs);
+    // Refused, not destroyed: the caller is told why (app.ts answers and closes the connection).
+    const timer = setTimeout(() => settle(new ProxyError('upstream_timeout', `No byte of the request body came for ${idleMs} ms.`)), idleMs);
     req.on('data', (chunk: Buffer) => {
       if (settled) return;
       timer.refresh();
       if ((size += chunk.length) > max) {
         settle(new ProxyError('body_too_large', `The request body is over ${max} bytes.`));
-        req.destroy(); // as an abandoned iterator did: the rest is not read
         return;
       }
       chunks.push(chunk);

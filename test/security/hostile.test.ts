@@ -1,6 +1,7 @@
 import { connect } from 'node:net';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { startFakeUpstream, type FakeUpstream } from '../../testkit/fake-upstream.js';
+import { until } from '../../testkit/wait.js';
 import { rawExchange } from '../support/net.js';
 import { startSidecar, TEST_KEY, type Sidecar } from '../support/sidecar.js';
 
@@ -145,6 +146,62 @@ describe('oversized and slow callers', () => {
     } finally {
       for (const stop of trickles) stop();
     }
+  });
+});
+
+describe('a held body (a Responses call is read whole and checked before it goes)', () => {
+  let held: Sidecar;
+  beforeAll(async () => {
+    held = await startSidecar({ UPSTREAM_URL: fake.url, UPSTREAM_IDLE_TIMEOUT_MS: '1000', MAX_BODY_BYTES: '4096' });
+  });
+  afterAll(() => held.close());
+  const head = ['POST /v1/responses HTTP/1.1', 'Host: a', 'Content-Type: application/json'];
+  const inFlight = async (): Promise<number> => (await held.app.metrics.inFlight.get()).values[0]?.value ?? -1;
+  const spent = (): { usedRequests: number; usedTokens: number } => {
+    const { usedRequests, usedTokens } = held.app.ledger.snapshot().budget;
+    return { usedRequests, usedTokens };
+  };
+  const answers = async (status: number): Promise<number> => {
+    const { values } = await held.app.metrics.requests.get();
+    return values.find((v) => v.labels.route === '/v1/responses' && v.labels.status === status)?.value ?? 0;
+  };
+
+  it('that stops arriving: 504 upstream_timeout, nothing upstream, nothing counted or reserved', async () => {
+    const before = spent();
+    const answer = await rawExchange(held.port, req([...head, 'Content-Length: 100'], '{"model":"gp'));
+    expect(status(answer)).toBe(504);
+    expect(answer).toContain('"code":"upstream_timeout"');
+    expect(fake.received).toHaveLength(0);
+    expect(spent()).toEqual(before);
+    expect(await inFlight()).toBe(0);
+  });
+
+  it('chunked past MAX_BODY_BYTES: 413 body_too_large, nothing upstream, nothing counted', async () => {
+    const before = spent();
+    const chunk = `{"model":"gpt-5.5","input":"${'x'.repeat(2000)}`;
+    const body = Array.from({ length: 3 }, () => `${chunk.length.toString(16)}\r\n${chunk}\r\n`).join('');
+    const answer = await rawExchange(held.port, req([...head, 'Transfer-Encoding: chunked'], body));
+    expect(status(answer)).toBe(413);
+    expect(answer).toContain('"code":"body_too_large"');
+    expect(answer.toLowerCase()).toContain('connection: close');
+    expect(fake.received).toHaveLength(0);
+    expect(spent()).toEqual(before);
+    expect(await until(inFlight, (n) => n === 0)).toBe(0);
+    expect(await answers(413)).toBe(1);
+  });
+
+  it('the caller closes mid-body: counted as 499, nothing upstream, nothing reserved, in flight back to 0', async () => {
+    const before = spent();
+    const closedBefore = await answers(499);
+    const socket = connect(held.port, '127.0.0.1');
+    socket.on('error', () => undefined);
+    socket.write(req([...head, 'Content-Length: 1000'], '{"model":"gpt-5.5","input":"'));
+    await until(inFlight, (n) => n === 1);
+    socket.destroy();
+    expect(await until(inFlight, (n) => n === 0)).toBe(0);
+    expect(await until(() => answers(499), (n) => n === closedBefore + 1)).toBe(closedBefore + 1);
+    expect(fake.received).toHaveLength(0);
+    expect(spent()).toEqual(before);
   });
 });
 
