@@ -12,7 +12,7 @@ export type Metrics = ReturnType<typeof createMetrics>;
  * `inFlight` is read at scrape time: a gauge set per exchange cost two label
  * hashes and an allocation on every request.
  */
-export function createMetrics(inFlight: () => number = () => 0) {
+export function createMetrics(inFlight: () => number) {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry, prefix: PREFIX });
   const registers = [registry];
