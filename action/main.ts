@@ -5,7 +5,7 @@ import { randomBytes } from 'node:crypto';
 import { chmodSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { spawnSync } from 'node:child_process';
-import { codexConfig, CODEX_CONFIG_DEFAULTS } from '../src/codex-config.js';
+import { codexConfig, CODEX_CONFIG_DEFAULTS } from '../src/cli/codex-config.js';
 import { docker, dockerOk, LABEL, names } from './docker.js';
 
 const SIDECAR_PORT = 10000;

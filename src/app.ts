@@ -1,19 +1,19 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
 import type { Config } from './config.js';
-import { ProxyError, sendError } from './errors.js';
-import { CALLER_CLOSED, Exchange, ExchangeTracker } from './exchange.js';
-import { forward, MAX_INSPECT_BYTES, type ForwardDeps } from './forward.js';
-import { billingHeaders, upstreamRequestHeaders } from './headers.js';
-import { controlPlane, isReserved } from './health.js';
+import { ProxyError, sendError } from './core/errors.js';
+import { CALLER_CLOSED, Exchange, ExchangeTracker } from './core/exchange.js';
+import { forward, MAX_INSPECT_BYTES, type ForwardDeps } from './proxy/forward.js';
+import { billingHeaders, upstreamRequestHeaders } from './core/headers.js';
+import { controlPlane, isReserved } from './control/health.js';
 import type { KeyReloadResult, KeyStore } from './key.js';
-import { Ledger } from './ledger.js';
-import type { Logger } from './logger.js';
-import { createMetrics, type Metrics } from './metrics.js';
+import { Ledger } from './usage/ledger.js';
+import type { Logger } from './core/logger.js';
+import { createMetrics, type Metrics } from './core/metrics.js';
 import { Admission, type Admitted, type Held } from './policy/admission.js';
-import { createUpstreamAgent } from './tunnel.js';
-import { rejectUpgrade, tunnelUpgrade } from './upgrade.js';
-import type { WsPolicy } from './ws-session.js';
+import { createUpstreamAgent } from './proxy/tunnel.js';
+import { rejectUpgrade, tunnelUpgrade } from './proxy/upgrade.js';
+import type { WsPolicy } from './proxy/ws-session.js';
 
 export interface AppDeps {
   logger: Logger;

@@ -20,12 +20,12 @@ switch (command) {
     await import('./serve.js');
     break;
   case 'codex-config': {
-    const { codexConfigCommand } = await import('./codex-config.js');
+    const { codexConfigCommand } = await import('./cli/codex-config.js');
     process.exitCode = codexConfigCommand(args, process.stdout, process.stderr);
     break;
   }
   case 'usage': {
-    const { usageCommand } = await import('./usage-command.js');
+    const { usageCommand } = await import('./cli/usage-command.js');
     process.exitCode = await usageCommand(args, process.env, process.stdout, process.stderr);
     break;
   }

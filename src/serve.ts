@@ -3,7 +3,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { createApp, createProxyServer } from './app.js';
 import { ConfigError, loadConfig, type Config } from './config.js';
 import { KeyStore } from './key.js';
-import { createLogger } from './logger.js';
+import { createLogger } from './core/logger.js';
 
 const EX_CONFIG = 78;
 

@@ -2,7 +2,7 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { CODEX_CONFIG_DEFAULTS, codexConfig } from '../src/codex-config.js';
+import { CODEX_CONFIG_DEFAULTS, codexConfig } from '../src/cli/codex-config.js';
 
 /** The Codex CLI's launcher from the @openai/codex package (it starts the native binary). */
 export const CODEX_JS = createRequire(import.meta.url).resolve('@openai/codex/bin/codex.js');

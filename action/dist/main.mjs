@@ -18,7 +18,7 @@ import { chmodSync, mkdirSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { spawnSync } from "node:child_process";
 
-// src/codex-config.ts
+// src/cli/codex-config.ts
 import { pathToFileURL } from "node:url";
 import { parseArgs } from "node:util";
 var CODEX_CONFIG_DEFAULTS = { websockets: true, model: "gpt-5.5", provider: "api-proxy" };

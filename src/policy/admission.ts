@@ -1,7 +1,7 @@
 import type { Config } from '../config.js';
-import { ProxyError } from '../errors.js';
-import type { Exchange } from '../exchange.js';
-import type { Ledger, Reservation } from '../ledger.js';
+import { ProxyError } from '../core/errors.js';
+import type { Exchange } from '../core/exchange.js';
+import type { Ledger, Reservation } from '../usage/ledger.js';
 import { ScanError, type Scan } from './body-scan.js';
 import { hasBody, isMultipart, readBody, scanBody, type HeldBody } from './body.js';
 import { callerAllowed } from './caller-auth.js';

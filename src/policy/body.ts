@@ -1,7 +1,7 @@
 import type { IncomingMessage } from 'node:http';
 import { Readable } from 'node:stream';
-import { bodyDecoder, isIdentity } from '../content-encoding.js';
-import { ProxyError } from '../errors.js';
+import { bodyDecoder, isIdentity } from '../core/content-encoding.js';
+import { ProxyError } from '../core/errors.js';
 import { BodyScanner, SLICE, type Scan, ScanError } from './body-scan.js';
 
 /** A multipart upload (files, audio): its parts are no JSON and name no model. */

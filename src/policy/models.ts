@@ -1,4 +1,4 @@
-import { ProxyError } from '../errors.js';
+import { ProxyError } from '../core/errors.js';
 
 /**
  * ALLOWED_MODELS: names and `*` globs, matched against the top-level `model` of

@@ -1,4 +1,4 @@
-import { ProxyError } from '../errors.js';
+import { ProxyError } from '../core/errors.js';
 
 /** A request target as the upstream will act on it: the normal form of its path, and its query. */
 export interface Target {

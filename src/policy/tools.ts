@@ -1,4 +1,4 @@
-import { ProxyError } from '../errors.js';
+import { ProxyError } from '../core/errors.js';
 
 /** The ALLOWED_MCP_SERVERS entry that admits an `mcp` tool naming a connector instead of a URL. */
 const CONNECTORS = 'connectors';

@@ -1,6 +1,6 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { ProxyError } from '../../src/errors.js';
+import { ProxyError } from '../../src/core/errors.js';
 import { ModelPolicy } from '../../src/policy/models.js';
 
 /** What a `*` glob means, as a regular expression: the reference the matcher is checked against. */

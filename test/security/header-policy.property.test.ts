@@ -1,6 +1,6 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { CREDENTIAL_HEADERS, FORWARDING_HEADERS, HOP_BY_HOP_HEADERS, upstreamRequestHeaders } from '../../src/headers.js';
+import { CREDENTIAL_HEADERS, FORWARDING_HEADERS, HOP_BY_HOP_HEADERS, upstreamRequestHeaders } from '../../src/core/headers.js';
 
 const KEY = 'sk-real-key';
 

@@ -6,7 +6,7 @@ import { fileURLToPath } from 'node:url';
 import { createApp, createProxyServer, type ProxyApp } from '../../src/app.js';
 import { loadConfig, type Config } from '../../src/config.js';
 import { KeyStore } from '../../src/key.js';
-import { createLogger } from '../../src/logger.js';
+import { createLogger } from '../../src/core/logger.js';
 import { loadTestPki, type TestPki } from '../../testkit/test-ca.js';
 
 /**

@@ -3,7 +3,7 @@ import { createServer as createHttpServer, type Server } from 'node:http';
 import { createServer as createNetServer, connect, type AddressInfo, type Server as NetServer, type Socket } from 'node:net';
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { serverFrame, OPCODE } from '../../src/ws-frames.js';
+import { serverFrame, OPCODE } from '../../src/proxy/ws-frames.js';
 import { responseEvents } from '../../testkit/fake-upstream.js';
 import { until } from '../../testkit/wait.js';
 import { startSidecar, type Sidecar } from '../support/sidecar.js';

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { SseReader } from '../../src/sse-reader.js';
-import { readEvent } from '../../src/usage.js';
+import { SseReader } from '../../src/usage/sse-reader.js';
+import { readEvent } from '../../src/usage/usage.js';
 import { responseEvents } from '../../testkit/fake-upstream.js';
 
 /** A real Responses event stream, as the fake upstream (and OpenAI) writes it, with a multi-byte character in a delta. */

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { readBody, readEvent, tokensOf } from '../../src/usage.js';
+import { readBody, readEvent, tokensOf } from '../../src/usage/usage.js';
 
 describe('tokensOf', () => {
   it('reads the Responses API usage, cached and reasoning included in input and output', () => {

@@ -1,7 +1,7 @@
 import { constants, createDeflateRaw, createInflateRaw, inflateRawSync, type InflateRaw } from 'node:zlib';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { clientFrameError, FrameParser, InflateError, MessageInflater, MessageReader, OPCODE, type Frame } from '../../src/ws-frames.js';
+import { clientFrameError, FrameParser, InflateError, MessageInflater, MessageReader, OPCODE, type Frame } from '../../src/proxy/ws-frames.js';
 import { clientFrame } from '../support/ws.js';
 
 /**

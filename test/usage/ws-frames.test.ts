@@ -2,7 +2,7 @@ import { once } from 'node:events';
 import { createServer, connect, type AddressInfo, type Server, type Socket } from 'node:net';
 import { afterAll, describe, expect, it } from 'vitest';
 import { WebSocket, WebSocketServer, type PerMessageDeflateOptions } from 'ws';
-import { acceptedDeflate, FrameParser, MessageInflater, MessageReader, OPCODE, type Frame } from '../../src/ws-frames.js';
+import { acceptedDeflate, FrameParser, MessageInflater, MessageReader, OPCODE, type Frame } from '../../src/proxy/ws-frames.js';
 
 /**
  * Frames made by the `ws` library on both ends, recorded off the wire by a TCP

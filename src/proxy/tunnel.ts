@@ -2,8 +2,8 @@ import { createRequire } from 'node:module';
 import type { Socket } from 'node:net';
 import { createSecureContext, type SecureContext } from 'node:tls';
 import type * as Undici from 'undici';
-import type { Config } from './config.js';
-import { ProxyError, toProxyError, whileConnecting } from './errors.js';
+import type { Config } from '../config.js';
+import { ProxyError, toProxyError, whileConnecting } from '../core/errors.js';
 
 // undici's index also loads fetch, caches, mocks and interceptors: 100 ms of the
 // sidecar's start. The pieces the data path uses load in 40 (undici 7's own

@@ -1,8 +1,8 @@
 // `api-proxy usage`: what a running sidecar has spent, as a Markdown table for
 // $GITHUB_STEP_SUMMARY or as the JSON of GET /usage. Loads nothing of the sidecar.
 import { parseArgs } from 'node:util';
-import { DISPLAYABLE_MODEL, MAX_MODEL_LABELS, OTHER_MODEL, type UsageSnapshot } from './ledger.js';
-import { NO_TOKENS, type Tokens } from './usage.js';
+import { DISPLAYABLE_MODEL, MAX_MODEL_LABELS, OTHER_MODEL, type UsageSnapshot } from '../usage/ledger.js';
+import { NO_TOKENS, type Tokens } from '../usage/usage.js';
 
 const EX_USAGE = 64;
 const USAGE = 'usage: api-proxy usage [--url URL] [--format markdown|json]   (default URL http://127.0.0.1:$PORT, port 10000)';

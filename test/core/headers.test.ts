@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { downstreamResponseHeaders, isSaneRequestId, upstreamRequestHeaders } from '../src/headers.js';
+import { downstreamResponseHeaders, isSaneRequestId, upstreamRequestHeaders } from '../../src/core/headers.js';
 
 const KEY = 'sk-real';
 const pairs = (flat: string[]): [string, string][] => {

@@ -1,6 +1,6 @@
 import type { IncomingHttpHeaders } from 'node:http';
 import type { Transform } from 'node:stream';
-import { bodyDecoder, decodeBody, isIdentity } from './content-encoding.js';
+import { bodyDecoder, decodeBody, isIdentity } from '../core/content-encoding.js';
 import type { Reservation } from './ledger.js';
 import { SseReader } from './sse-reader.js';
 import { mayHoldUsage, readBody, readEvent, unknownReading, type Reading } from './usage.js';

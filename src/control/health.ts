@@ -1,13 +1,13 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { connect } from 'node:net';
 import Router from 'router';
-import pkg from '../package.json' with { type: 'json' };
-import type { Config } from './config.js';
-import { REQUEST_ID_HEADER, requestIdFor } from './headers.js';
-import type { KeyStore } from './key.js';
-import type { Ledger } from './ledger.js';
-import type { Metrics } from './metrics.js';
-import { pathOf } from './policy/target.js';
+import pkg from '../../package.json' with { type: 'json' };
+import type { Config } from '../config.js';
+import { REQUEST_ID_HEADER, requestIdFor } from '../core/headers.js';
+import type { KeyStore } from '../key.js';
+import type { Ledger } from '../usage/ledger.js';
+import type { Metrics } from '../core/metrics.js';
+import { pathOf } from '../policy/target.js';
 
 // A probe must answer well inside a kubelet's 1 s default timeout.
 const PROBE_TIMEOUT_MS = 800;

@@ -1,15 +1,15 @@
 import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:http';
 import type { Readable } from 'node:stream';
 import type { Dispatcher } from 'undici';
-import { neverSent, ProxyError, sendError, toProxyError } from './errors.js';
-import { CALLER_CLOSED, type Exchange } from './exchange.js';
-import { downstreamResponseHeaders } from './headers.js';
-import type { Logger } from './logger.js';
-import type { Metrics } from './metrics.js';
-import { cleanErrorBody } from './redact.js';
-import type { AdmittedCall } from './policy/admission.js';
-import { responseUsage, type ResponseUsage } from './response-usage.js';
-import { unknownReading } from './usage.js';
+import { neverSent, ProxyError, sendError, toProxyError } from '../core/errors.js';
+import { CALLER_CLOSED, type Exchange } from '../core/exchange.js';
+import { downstreamResponseHeaders } from '../core/headers.js';
+import type { Logger } from '../core/logger.js';
+import type { Metrics } from '../core/metrics.js';
+import { cleanErrorBody } from '../core/redact.js';
+import type { AdmittedCall } from '../policy/admission.js';
+import { responseUsage, type ResponseUsage } from '../usage/response-usage.js';
+import { unknownReading } from '../usage/usage.js';
 
 /** How much of a response is read for its usage: past it, the response counts as unknown. */
 export const MAX_INSPECT_BYTES = 8 * 1024 * 1024;

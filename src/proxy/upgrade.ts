@@ -1,10 +1,10 @@
 import { STATUS_CODES, type IncomingHttpHeaders } from 'node:http';
 import type { Duplex } from 'node:stream';
 import type { Dispatcher } from 'undici';
-import { errorBody, type ProxyError, toProxyError } from './errors.js';
-import { CALLER_CLOSED, type Exchange } from './exchange.js';
+import { errorBody, type ProxyError, toProxyError } from '../core/errors.js';
+import { CALLER_CLOSED, type Exchange } from '../core/exchange.js';
 import { ErrorBody, noteUpstreamStatus, redactedError, type UpstreamDeps } from './forward.js';
-import { REQUEST_ID_HEADER } from './headers.js';
+import { REQUEST_ID_HEADER } from '../core/headers.js';
 import { relayWebSocket, type WsPolicy } from './ws-session.js';
 
 /** An HTTP/1.1 response head, for a socket that Node handed us for an upgrade. */

@@ -1,8 +1,8 @@
 import { describe, expect, it } from 'vitest';
-import { ProxyError } from '../src/errors.js';
-import { routeLabel, routeOf } from '../src/policy/routes.js';
-import { requestTarget } from '../src/policy/target.js';
-import { redactKey, cleanErrorBody } from '../src/redact.js';
+import { ProxyError } from '../../src/core/errors.js';
+import { routeLabel, routeOf } from '../../src/policy/routes.js';
+import { requestTarget } from '../../src/policy/target.js';
+import { redactKey, cleanErrorBody } from '../../src/core/redact.js';
 import { gzipSync } from 'node:zlib';
 
 const upstreamPath = (target: string, base: string): string => {

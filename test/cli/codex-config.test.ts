@@ -1,8 +1,8 @@
 import { spawnSync } from 'node:child_process';
 import { parse } from 'smol-toml';
 import { describe, expect, it } from 'vitest';
-import { baseUrlProblem, codexConfig, CODEX_CONFIG_DEFAULTS } from '../src/codex-config.js';
-import { MAIN } from './support/process.js';
+import { baseUrlProblem, codexConfig, CODEX_CONFIG_DEFAULTS } from '../../src/cli/codex-config.js';
+import { MAIN } from '../support/process.js';
 
 // Parsed TOML, walked by key: the assertions check the shapes.
 // eslint-disable-next-line @typescript-eslint/no-explicit-any

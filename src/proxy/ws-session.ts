@@ -1,13 +1,13 @@
 import type { IncomingHttpHeaders } from 'node:http';
 import type { Duplex } from 'node:stream';
-import { ProxyError } from './errors.js';
-import type { Ledger, Reservation } from './ledger.js';
-import { estimate } from './policy/admission.js';
-import type { Logger } from './logger.js';
-import { scanMessage, ScanError } from './policy/body-scan.js';
-import { ModelPolicy } from './policy/models.js';
-import type { ToolPolicy } from './policy/tools.js';
-import { mayHoldUsage, readEvent, unknownReading } from './usage.js';
+import { ProxyError } from '../core/errors.js';
+import type { Ledger, Reservation } from '../usage/ledger.js';
+import { estimate } from '../policy/admission.js';
+import type { Logger } from '../core/logger.js';
+import { scanMessage, ScanError } from '../policy/body-scan.js';
+import { ModelPolicy } from '../policy/models.js';
+import type { ToolPolicy } from '../policy/tools.js';
+import { mayHoldUsage, readEvent, unknownReading } from '../usage/usage.js';
 import { acceptedDeflate, clientFrameError, closeFrame, FrameParser, MessageInflater, MessageReader, OPCODE, serverFrame, type Frame, type Message } from './ws-frames.js';
 
 /** What a Responses WebSocket session answers to: the budget, the model list, the bounds of inspection. */

@@ -1,7 +1,7 @@
 import { createWriteStream, type WriteStream } from 'node:fs';
-import { ProxyError } from './errors.js';
-import type { Logger } from './logger.js';
-import type { Metrics } from './metrics.js';
+import { ProxyError } from '../core/errors.js';
+import type { Logger } from '../core/logger.js';
+import type { Metrics } from '../core/metrics.js';
 import { NO_TOKENS, type Reading, type Tokens } from './usage.js';
 
 /** How many model names get their own label (and /usage entry) before the rest are `other`. */

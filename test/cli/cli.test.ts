@@ -2,11 +2,11 @@ import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { UsageSnapshot } from '../src/ledger.js';
-import { usageMarkdown } from '../src/usage-command.js';
-import { startFakeUpstream, type FakeUpstream } from '../testkit/fake-upstream.js';
-import { freePort } from '../testkit/squid.js';
-import { spawnMain, type Spawned } from './support/process.js';
+import type { UsageSnapshot } from '../../src/usage/ledger.js';
+import { usageMarkdown } from '../../src/cli/usage-command.js';
+import { startFakeUpstream, type FakeUpstream } from '../../testkit/fake-upstream.js';
+import { freePort } from '../../testkit/squid.js';
+import { spawnMain, type Spawned } from '../support/process.js';
 
 const KEY = 'sk-proj-CliTestKey0123456789abcdefQRST';
 const run = async (args: string[], env: Record<string, string> = {}) => {

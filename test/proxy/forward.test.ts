@@ -4,9 +4,9 @@ import { createServer, request as httpRequest, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import request from 'supertest';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { startFakeUpstream, type FakeUpstream } from '../testkit/fake-upstream.js';
-import { startSidecar, TEST_KEY, type Sidecar } from './support/sidecar.js';
-import { rawExchange, sseData, timedRequest } from './support/net.js';
+import { startFakeUpstream, type FakeUpstream } from '../../testkit/fake-upstream.js';
+import { startSidecar, TEST_KEY, type Sidecar } from '../support/sidecar.js';
+import { rawExchange, sseData, timedRequest } from '../support/net.js';
 
 let fake: FakeUpstream;
 let sidecar: Sidecar;
