@@ -7,7 +7,7 @@ import type { IncomingHttpHeaders } from 'node:http';
  */
 
 /** Whatever a caller may have used to authenticate: never forwarded. */
-export const CREDENTIAL_HEADERS = new Set(['authorization', 'proxy-authorization', 'api-key', 'x-api-key', 'cookie']);
+export const CREDENTIAL_HEADERS = new Set(['authorization', 'proxy-authorization', 'api-key', 'x-api-key', 'x-goog-api-key', 'cookie']);
 
 /**
  * Who pays, with a user key that belongs to several: never the caller's choice.

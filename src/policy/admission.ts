@@ -12,7 +12,7 @@ import { ToolPolicy } from './tools.js';
 
 /** What the request's steps decided: where it goes upstream, and what it is. */
 export interface Admitted {
-  /** The path in normal form plus the query as sent: what the upstream reads. */
+  /** The path in normal form plus the query as sent, less a `key` parameter: what the upstream reads. */
   upstreamTarget: string;
   route: Route;
 }

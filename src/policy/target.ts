@@ -4,7 +4,7 @@ import { ProxyError } from '../core/errors.js';
 export interface Target {
   /** Normal form, base path included, e.g. `/v1/responses`. */
   path: string;
-  /** `?…` or `''`, passed as sent. */
+  /** `?…` or `''`, passed as sent but for any `key` parameter. */
   query: string;
   /** The path's segments under the base path (`['responses', 'resp_1']`). */
   segments: string[];
@@ -31,7 +31,7 @@ export function requestTarget(target: string, basePath: string): Target {
   if (!target.startsWith('/') || target.startsWith('//') || target.includes('\\') || target.includes('#')) throw badTarget();
   const q = target.indexOf('?');
   const rawPath = q === -1 ? target : target.slice(0, q);
-  const query = q === -1 ? '' : target.slice(q);
+  const query = q === -1 ? '' : withoutKeyParam(target.slice(q));
   const decoded = rawPath.replace(UNRESERVED, (escape, hex: string) => {
     const c = parseInt(hex, 16);
     if (c === 0x2f || c === 0x5c) throw badTarget();
@@ -43,6 +43,28 @@ export function requestTarget(target: string, basePath: string): Target {
   const underBase = base.every((s, i) => segments[i] === s);
   const rest = underBase ? segments.slice(base.length) : segments;
   return { path: `/${[...base, ...rest].join('/')}`, query, segments: rest };
+}
+
+/**
+ * Google's APIs take a key as `?key=`: on any port it is a credential the
+ * caller must not pass upstream, however its name is escaped or cased. The other
+ * parameters go as sent, in order.
+ */
+function withoutKeyParam(query: string): string {
+  const params = query.slice(1).split('&');
+  const kept = params.filter((p) => paramName(p).toLowerCase() !== 'key');
+  if (kept.length === params.length) return query;
+  return kept.length === 0 ? '' : `?${kept.join('&')}`;
+}
+
+function paramName(param: string): string {
+  const eq = param.indexOf('=');
+  const raw = (eq === -1 ? param : param.slice(0, eq)).replaceAll('+', ' ');
+  try {
+    return decodeURIComponent(raw);
+  } catch {
+    return raw; // a malformed escape: no decoder reads it as `key`
+  }
 }
 
 /** A request target without its query string. */

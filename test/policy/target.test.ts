@@ -30,6 +30,14 @@ describe('the request target in normal form', () => {
     ['/v1/files/a%3ab', '/v1/files/a%3Ab'],
   ])('%s → %s', (target, path) => expect(upstreamPath(target, '/v1')).toBe(path));
 
+  it.each([
+    ['/v1/models?key=AIzaCallerKey', '/v1/models'],
+    ['/v1/models?a=1&key=x&b=2', '/v1/models?a=1&b=2'],
+    ['/v1/models?%6Bey=x&%6b%65%79=y&key&a=1', '/v1/models?a=1'],
+    ['/v1/models?keys=1&KEY=4&akey=2&key+=3&Key', '/v1/models?keys=1&akey=2&key+=3'],
+    ['/v1/models?k%ey=1', '/v1/models?k%ey=1'],
+  ])('a key query parameter is a credential: %s → %s', (target, path) => expect(upstreamPath(target, '/v1')).toBe(path));
+
   it('leaves paths alone without a base path', () => expect(upstreamPath('/responses', '')).toBe('/responses'));
 
   it.each([

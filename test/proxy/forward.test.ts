@@ -27,6 +27,7 @@ const CALLER_CREDENTIALS = {
   authorization: 'Bearer sk-agent-should-not-pass',
   'api-key': 'agent-azure-key',
   'x-api-key': 'agent-x-key',
+  'x-goog-api-key': 'AIzaAgentKey',
   'proxy-authorization': 'Basic YWdlbnQ6cGFzcw==',
   cookie: 'session=agent',
   forwarded: 'for=10.0.0.9',
@@ -56,6 +57,7 @@ describe('every path family is forwarded with the real key and only the real key
     ['POST', '/v1/some/new/endpoint?x=1&y=%2F', '/v1/some/new/endpoint?x=1&y=%2F'],
     ['POST', '/healthz', '/v1/healthz'],
     ['GET', '/HEALTHZ', '/v1/HEALTHZ'],
+    ['GET', '/v1/models?key=AIzaAgentKey&limit=2&%6Bey=again', '/v1/models?limit=2'],
   ])('%s %s → %s', async (method, path, upstream) => {
     const call = request(sidecar.url)[method.toLowerCase() as 'get'];
     const res = await call(path)
@@ -68,7 +70,7 @@ describe('every path family is forwarded with the real key and only the real key
     expect(got.path).toBe(upstream);
     expect(got.headers.authorization).toBe(`Bearer ${TEST_KEY}`);
     expect(got.rawHeaders.filter((h) => h.toLowerCase() === 'authorization')).toHaveLength(1);
-    for (const h of ['api-key', 'x-api-key', 'proxy-authorization', 'cookie', 'forwarded', 'x-forwarded-for', 'x-forwarded-host', 'via']) {
+    for (const h of ['api-key', 'x-api-key', 'x-goog-api-key', 'proxy-authorization', 'cookie', 'forwarded', 'x-forwarded-for', 'x-forwarded-host', 'via']) {
       expect(got.headers[h], h).toBeUndefined();
     }
     for (const [h, v] of Object.entries(CODEX_HEADERS)) expect(got.headers[h], h).toBe(v);
