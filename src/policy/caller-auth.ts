@@ -8,7 +8,7 @@ export function presentedKey(headers: IncomingHttpHeaders): string | undefined {
     const m = /^Bearer\s+(\S+)\s*$/i.exec(auth);
     return m?.[1];
   }
-  const key = headers['api-key'] ?? headers['x-api-key'];
+  const key = headers['api-key'] ?? headers['x-api-key'] ?? headers['x-goog-api-key'];
   return Array.isArray(key) ? key[0] : key;
 }
 

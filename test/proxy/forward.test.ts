@@ -278,6 +278,7 @@ describe('PROXY_AUTH_TOKEN', () => {
     [{ authorization: 'Bearer wrong-token-1234' }],
     [{ authorization: `Basic ${TOKEN}` }],
     [{ 'x-api-key': 'nope' }],
+    [{ 'x-goog-api-key': 'nope' }],
   ])('401 proxy_auth_required for %j, nothing upstream', async (headers) => {
     const res = await request(side.url).post('/v1/responses').set(headers).send({});
     expect(res.status).toBe(401);
@@ -285,7 +286,7 @@ describe('PROXY_AUTH_TOKEN', () => {
     expect(fake.received).toHaveLength(0);
   });
 
-  it.each([[{ authorization: `Bearer ${TOKEN}` }], [{ 'api-key': TOKEN }], [{ 'x-api-key': TOKEN }]])(
+  it.each([[{ authorization: `Bearer ${TOKEN}` }], [{ 'api-key': TOKEN }], [{ 'x-api-key': TOKEN }], [{ 'x-goog-api-key': TOKEN }]])(
     'forwards with %j, sending the real key instead of the token',
     async (headers) => {
       const res = await request(side.url).post('/v1/responses').set(headers).send({});
