@@ -273,8 +273,10 @@ function record(scenario: string, contender: string, metric: string, unit: strin
   if (!row) rows.push((row = { scenario, contender, metric, unit, values: [] }));
   row.values.push(value);
 }
-const value = (scenario: string, contender: string, metric: string): number =>
-  median(rows.find((r) => r.scenario === scenario && r.contender === contender && r.metric === metric)?.values ?? []);
+const valuesOf = (scenario: string, contender: string, metric: string): number[] =>
+  rows.find((r) => r.scenario === scenario && r.contender === contender && r.metric === metric)?.values ?? [];
+const value = (scenario: string, contender: string, metric: string): number => median(valuesOf(scenario, contender, metric));
+const least = (values: number[]): number => (values.length === 0 ? NaN : Math.min(...values));
 
 /** Runs `measure` for every contender, in a rotated order each round. */
 async function rounds(contenders: Contender[], measure: (c: Contender, run: Running) => Promise<void>): Promise<void> {
@@ -401,50 +403,49 @@ async function webSocketScenario(contenders: Contender[]): Promise<void> {
   });
 }
 
-/** Many agents: STREAMS concurrent SSE streams held open; RSS per stream; all complete. */
+/**
+ * Many agents: STREAMS concurrent SSE streams held open; RSS per stream; all
+ * complete. One RSS delta moves by ±15 KB per stream from run to run, so it
+ * is taken every round, like the rest, and judged on the median.
+ */
 async function manyStreamsScenario(contenders: Contender[]): Promise<void> {
   const scenario = `${STREAMS} open SSE streams over Squid`;
   console.error(`# ${scenario}`);
-  for (const c of contenders) {
-    const run = await c.start();
-    try {
-      const pool = new Agent({ connections: null });
-      // Warm up: first requests load code and open the first tunnels.
-      for (let i = 0; i < 20; i++) await (await request(`${run.url}/v1/models`, { dispatcher: pool })).body.text();
-      const idle = rssKb(run.pid);
-      let firstEvents = 0;
-      let onFirst = (): void => undefined;
-      const allOpen = new Promise<void>((r) => (onFirst = r));
-      const streams = Array.from({ length: STREAMS }, async () => {
-        const res = await request(`${run.url}/v1/responses`, {
-          method: 'POST',
-          dispatcher: pool,
-          headers: { 'content-type': 'application/json', 'x-fake': 'events=2,hold' },
-          body: JSON.stringify({ stream: true }),
-        });
-        let text = '';
-        let first = true;
-        for await (const chunk of res.body) {
-          if (first && ++firstEvents === STREAMS) onFirst();
-          first = false;
-          text += chunk.toString();
-        }
-        return res.statusCode === 200 && text.includes('response.completed');
+  await rounds(contenders, async (c, run) => {
+    const pool = new Agent({ connections: null });
+    // Warm up: first requests load code and open the first tunnels.
+    for (let i = 0; i < 20; i++) await (await request(`${run.url}/v1/models`, { dispatcher: pool })).body.text();
+    const idle = rssKb(run.pid);
+    let firstEvents = 0;
+    let onFirst = (): void => undefined;
+    const allOpen = new Promise<void>((r) => (onFirst = r));
+    const streams = Array.from({ length: STREAMS }, async () => {
+      const res = await request(`${run.url}/v1/responses`, {
+        method: 'POST',
+        dispatcher: pool,
+        headers: { 'content-type': 'application/json', 'x-fake': 'events=2,hold' },
+        body: JSON.stringify({ stream: true }),
       });
-      const timeout = setTimeout(() => onFirst(), 60_000);
-      await allOpen;
-      clearTimeout(timeout);
-      const open = rssKb(run.pid);
-      tls.release();
-      const completed = (await Promise.all(streams.map((s) => s.catch(() => false)))).filter(Boolean).length;
-      record(scenario, c.name, 'RSS per open stream', 'KB', (open - idle) / STREAMS);
-      record(scenario, c.name, 'idle RSS', 'MB', idle / 1024);
-      record(scenario, c.name, 'completed', `of ${STREAMS}`, completed);
-      await pool.close();
-    } finally {
-      await run.stop();
-    }
-  }
+      let text = '';
+      let first = true;
+      for await (const chunk of res.body) {
+        if (first && ++firstEvents === STREAMS) onFirst();
+        first = false;
+        text += chunk.toString();
+      }
+      return res.statusCode === 200 && text.includes('response.completed');
+    });
+    const timeout = setTimeout(() => onFirst(), 60_000);
+    await allOpen;
+    clearTimeout(timeout);
+    const open = rssKb(run.pid);
+    tls.release();
+    const completed = (await Promise.all(streams.map((s) => s.catch(() => false)))).filter(Boolean).length;
+    record(scenario, c.name, 'RSS per open stream', 'KB', (open - idle) / STREAMS);
+    record(scenario, c.name, 'idle RSS', 'MB', idle / 1024);
+    record(scenario, c.name, 'completed', `of ${STREAMS}`, completed);
+    await pool.close();
+  });
 }
 
 /** A caller leaves mid-stream: how long until the upstream stream is closed. */
@@ -556,7 +557,8 @@ for (const [who, label] of [['api-proxy', ''], [GUARDED_NAME, ' (guarded)']] as 
   target(`Squid c=1 p99 ≤ 1.5× node floor (pool)${label}`, value(s2, who, 'p99 c=1') / value(s2, 'node floor (pool)', 'p99 c=1'), (v) => v <= 1.5, x);
   target(`SSE per-event p99 added ≤ 1.5 ms${label}`, value(sse, who, 'per-event delay p99') - value(sse, 'direct', 'per-event delay p99'), (v) => v <= 1.5, ms);
   target(`RSS per open stream ≤ 80 KB${label}`, value(many, who, 'RSS per open stream'), (v) => v <= 80, (v) => `${v.toFixed(1)} KB`);
-  target(`all ${STREAMS} streams complete${label}`, value(many, who, 'completed'), (v) => v === STREAMS, (v) => String(v));
+  // Every round, not the median: one round that lost a stream is a failure.
+  target(`all ${STREAMS} streams complete${label}`, least(valuesOf(many, who, 'completed')), (v) => v === STREAMS, (v) => String(v));
 }
 target('Squid c=32 ≥ 8× tunnel per request', value(s2, 'api-proxy', 'rps c=32') / value(s2, 'tunnel per request', 'rps c=32'), (v) => v >= 8, x);
 target('Squid c=1 p50 added over direct ≤ 0.6 ms', (value(s2, 'api-proxy', 'p50 c=1') - value(s2, 'direct', 'p50 c=1')) / 1000, (v) => v <= 0.6, ms);
