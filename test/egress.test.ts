@@ -120,6 +120,24 @@ describe('forwarding through Squid to a TLS upstream', () => {
     await once(ws!, 'close');
   });
 
+  it('passes no caller credential on the upgrade: no key header, no key query parameter however spelled', async () => {
+    fake.received.length = 0;
+    const { ws } = await openWebSocket(`${sidecar.url.replace('http', 'ws')}/v1/responses?key=AIzaAgentKey&v=1&%4BEY=again`, {
+      'x-goog-api-key': 'AIzaAgentKey',
+      'x-api-key': 'agent-x-key',
+      'api-key': 'agent-azure-key',
+    });
+    expect(ws).toBeDefined();
+    const upgrade = fake.received[0]!;
+    expect(upgrade.websocket).toBe(true);
+    expect(upgrade.path).toBe('/v1/responses?v=1');
+    expect(upgrade.headers.authorization).toBe(`Bearer ${TEST_KEY}`);
+    for (const h of ['x-goog-api-key', 'x-api-key', 'api-key']) expect(upgrade.headers[h], h).toBeUndefined();
+    expect(JSON.stringify(upgrade.rawHeaders)).not.toContain('AIzaAgentKey');
+    ws!.close();
+    await once(ws!, 'close');
+  });
+
   it('closes the upstream side when the caller drops its socket without a close frame', async () => {
     const { ws } = await openWebSocket(`${sidecar.url.replace('http', 'ws')}/v1/responses`, {});
     await exchangeEvents(ws!, { type: 'response.create', generate: false }, 'response.completed');
