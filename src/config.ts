@@ -1,21 +1,32 @@
 import { closeSync, openSync } from 'node:fs';
-import { bool, cleanEnv, host, makeValidator, port, str, EnvError } from 'envalid';
+import { bool, cleanEnv, host, makeValidator, port, str, EnvError, type ValidatorSpec } from 'envalid';
 import { parseKey, readKeyFile, type KeySource } from './key.js';
-import { GUARDED_DEFAULT_ROUTES } from './policy/routes.js';
+import { PROVIDERS, type Provider } from './providers/index.js';
 
-export interface Config {
+/** One provider as served: its key, its port, its upstream and the routes it forwards. */
+export interface ProviderConfig {
+  readonly provider: Provider;
   readonly key: string;
   readonly keySource: KeySource;
   readonly keyFile: string | undefined;
+  /** The setting the key came from (`OPENAI_API_KEY` or `OPENAI_API_KEY_FILE`), named when the upstream refuses it. */
+  readonly keySetting: string;
+  readonly port: number;
   /** Origin only, e.g. `https://api.openai.com`. */
   readonly upstreamUrl: string;
   /** `/v1`, or `''` for none. */
   readonly basePath: string;
   /** The egress proxy that applies to `upstreamUrl`, or null. */
   readonly egressProxy: URL | null;
+  /** Route families forwarded (ALLOWED_ROUTES as it applies to this provider); `*` for every family but ephemeral_keys. */
+  readonly allowedRoutes: readonly string[];
+}
+
+export interface Config {
+  /** Every provider whose key is set, in PROVIDERS order: at least one. */
+  readonly providers: readonly ProviderConfig[];
   readonly requireEgressProxy: boolean;
   readonly host: string;
-  readonly port: number;
   readonly logLevel: string;
   readonly maxBodyBytes: number;
   readonly connectTimeoutMs: number;
@@ -31,8 +42,6 @@ export interface Config {
   readonly usageLogFile: string | undefined;
   /** Any of MAX_TOKENS, MAX_REQUESTS, ALLOWED_MODELS set: the spend controls are on. */
   readonly guarded: boolean;
-  /** Route families forwarded (ALLOWED_ROUTES); `*` for every family but ephemeral_keys. */
-  readonly allowedRoutes: readonly string[];
   /** Output tokens reserved for a model call that sets no maximum of its own. */
   readonly reserveTokens: number;
   /** Hosts (and `.suffix`es, `connectors`) a hosted `mcp` tool may name. */
@@ -111,11 +120,14 @@ const modelList = makeValidator<string[]>((raw) => {
   return entries;
 });
 
+// `family`, `*`, or either after a provider's name: `anthropic:messages`.
+const ROUTE_ENTRY = new RegExp(`^((${PROVIDERS.map((p) => p.name).join('|')}):)?([a-z_]{1,64}|\\*)$`);
+
 const routeList = makeValidator<string[]>((raw) => {
   const entries = raw.split(',').map((e) => e.trim()).filter((e) => e !== '');
   if (entries.length === 0) throw new EnvError('is set but names no route family (use * for all)');
-  const bad = entries.find((e) => e !== '*' && !/^[a-z_]{1,64}$/.test(e));
-  if (bad !== undefined) throw new EnvError(`"${bad.slice(0, 64)}" is not a route family name (such as responses, files, or *)`);
+  const bad = entries.find((e) => !ROUTE_ENTRY.test(e));
+  if (bad !== undefined) throw new EnvError(`"${bad.slice(0, 64)}" is not a route family name (such as responses, files, anthropic:messages, or *)`);
   return entries;
 });
 
@@ -138,11 +150,18 @@ const headerValue = makeValidator<string>((raw) => {
 
 const OPTIONAL_WHEN_EMPTY = ['MAX_TOKENS', 'MAX_REQUESTS', 'ALLOWED_MODELS', 'USAGE_LOG_FILE', 'ALLOWED_ROUTES', 'RESERVE_TOKENS', 'ALLOWED_MCP_SERVERS', 'OPENAI_ORGANIZATION', 'OPENAI_PROJECT'];
 
+/** Each provider's settings: its key (or key file), port, upstream and base path. */
+const PROVIDER_SPECS: Record<string, ValidatorSpec<unknown>> = Object.fromEntries(
+  PROVIDERS.flatMap(({ settings, defaults }) => [
+    [settings.key, secretKey({ default: undefined })],
+    [`${settings.key}_FILE`, str({ default: undefined })],
+    [settings.port, port({ default: defaults.port })],
+    [settings.upstream, originUrl({ default: defaults.upstream })],
+    ...(settings.basePath ? [[settings.basePath, basePath({ default: defaults.basePath })]] : []),
+  ]),
+);
+
 const SPECS = {
-  OPENAI_API_KEY: secretKey({ default: undefined }),
-  OPENAI_API_KEY_FILE: str({ default: undefined }),
-  UPSTREAM_URL: originUrl({ default: 'https://api.openai.com' }),
-  UPSTREAM_BASE_PATH: basePath({ default: '/v1' }),
   HTTPS_PROXY: proxyUrl({ default: '' }),
   https_proxy: proxyUrl({ default: '' }),
   HTTP_PROXY: proxyUrl({ default: '' }),
@@ -151,7 +170,6 @@ const SPECS = {
   no_proxy: str({ default: '' }),
   REQUIRE_EGRESS_PROXY: bool({ default: false }),
   HOST: host({ default: '0.0.0.0' }),
-  PORT: port({ default: 10000 }),
   LOG_LEVEL: str({ default: 'info', choices: ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'] }),
   MAX_BODY_BYTES: positive({ default: 67_108_864 }), // 64 MiB: audio and file uploads
   UPSTREAM_CONNECT_TIMEOUT_MS: positive({ default: 10_000 }), // 10 s, CONNECT and TLS included
@@ -171,45 +189,68 @@ const SPECS = {
 
 /** Parses and validates the environment once; throws ConfigError naming each bad variable. */
 export function loadConfig(env: Record<string, string | undefined>): Config {
-  // Kubernetes manifests often keep an empty OPENAI_API_KEY beside the file setting.
   const input = { ...env };
-  if (input.OPENAI_API_KEY_FILE && !input.OPENAI_API_KEY?.trim()) delete input.OPENAI_API_KEY;
+  // Templates pass an unused provider's key (or key file) as '', and Kubernetes manifests an empty key
+  // beside its file setting: empty is unset, unless no provider has a key at all.
+  const empty: string[] = [];
+  for (const { settings } of PROVIDERS) {
+    for (const name of [settings.key, `${settings.key}_FILE`]) {
+      if (input[name] === undefined || input[name]!.trim() !== '') continue;
+      empty.push(name);
+      delete input[name];
+    }
+  }
   // Compose and Helm templates pass optional limits through as empty strings: empty means unset.
   for (const name of OPTIONAL_WHEN_EMPTY) if (input[name] === '') delete input[name];
-  const e = cleanEnv(input, SPECS, {
+  const e = cleanEnv(input, { ...SPECS, ...PROVIDER_SPECS }, {
     reporter: ({ errors }) => {
       const parts = Object.entries(errors).map(([name, err]) => describe(name, err as Error));
       if (parts.length > 0) throw new ConfigError(parts.join('; '));
     },
   });
 
-  const { key, keySource, keyFile } = resolveKey(input, e.OPENAI_API_KEY, e.OPENAI_API_KEY_FILE);
-  const upstream = new URL(e.UPSTREAM_URL);
-  const egressProxy = proxyFor(upstream, {
-    https: e.https_proxy || e.HTTPS_PROXY,
-    http: e.http_proxy || e.HTTP_PROXY,
-    noProxy: e.no_proxy || e.NO_PROXY,
-  });
-  if (e.REQUIRE_EGRESS_PROXY && !egressProxy) {
-    const which = upstream.protocol === 'https:' ? 'HTTPS_PROXY' : 'HTTP_PROXY';
-    throw new ConfigError(
-      `REQUIRE_EGRESS_PROXY: is true but no egress proxy applies to UPSTREAM_URL ${e.UPSTREAM_URL} (set ${which}, check NO_PROXY)`,
+  const guarded = e.MAX_TOKENS !== undefined || e.MAX_REQUESTS !== undefined || e.ALLOWED_MODELS !== undefined;
+  const setting = (name: string): unknown => (e as Record<string, unknown>)[name];
+  const proxies = { https: e.https_proxy || e.HTTPS_PROXY, http: e.http_proxy || e.HTTP_PROXY, noProxy: e.no_proxy || e.NO_PROXY };
+  const providers: ProviderConfig[] = [];
+  for (const provider of PROVIDERS) {
+    const { key: keyName, upstream: upstreamName, port: portName, basePath: baseName } = provider.settings;
+    const resolved = resolveKey(input, keyName, setting(keyName) as string | undefined, setting(`${keyName}_FILE`) as string | undefined);
+    if (!resolved) continue;
+    const upstreamUrl = setting(upstreamName) as string;
+    const upstream = new URL(upstreamUrl);
+    const egressProxy = proxyFor(upstream, proxies);
+    if (e.REQUIRE_EGRESS_PROXY && !egressProxy) {
+      const which = upstream.protocol === 'https:' ? 'HTTPS_PROXY' : 'HTTP_PROXY';
+      throw new ConfigError(`REQUIRE_EGRESS_PROXY: is true but no egress proxy applies to ${upstreamName} ${upstreamUrl} (set ${which}, check NO_PROXY)`);
+    }
+    const port = setting(portName) as number;
+    const clash = providers.find((p) => p.port === port);
+    if (clash) throw new ConfigError(`${portName}: ${port} is also ${clash.provider.settings.port}; each provider needs its own port`);
+    providers.push(
+      Object.freeze({
+        provider,
+        ...resolved,
+        port,
+        upstreamUrl,
+        basePath: baseName ? (setting(baseName) as string) : provider.defaults.basePath,
+        egressProxy,
+        allowedRoutes: Object.freeze(routesFor(provider, e.ALLOWED_ROUTES, guarded)),
+      }),
     );
+  }
+  if (providers.length === 0) {
+    if (empty.length > 0) throw new ConfigError(`${empty[0]}: is empty`);
+    const others = PROVIDERS.slice(1).map((p) => p.settings.key).join(', ');
+    throw new ConfigError(`OPENAI_API_KEY: is missing (set it, or OPENAI_API_KEY_FILE, or another provider's key: ${others})`);
   }
 
   if (e.USAGE_LOG_FILE) checkWritable(e.USAGE_LOG_FILE);
-  const guarded = e.MAX_TOKENS !== undefined || e.MAX_REQUESTS !== undefined || e.ALLOWED_MODELS !== undefined;
 
   return Object.freeze({
-    key,
-    keySource,
-    keyFile,
-    upstreamUrl: e.UPSTREAM_URL,
-    basePath: e.UPSTREAM_BASE_PATH,
-    egressProxy,
+    providers: Object.freeze(providers),
     requireEgressProxy: e.REQUIRE_EGRESS_PROXY,
     host: e.HOST,
-    port: e.PORT,
     logLevel: e.LOG_LEVEL,
     maxBodyBytes: e.MAX_BODY_BYTES,
     connectTimeoutMs: e.UPSTREAM_CONNECT_TIMEOUT_MS,
@@ -221,7 +262,6 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
     allowedModels: e.ALLOWED_MODELS ? Object.freeze(e.ALLOWED_MODELS) : null,
     usageLogFile: e.USAGE_LOG_FILE || undefined,
     guarded,
-    allowedRoutes: Object.freeze(e.ALLOWED_ROUTES ?? (guarded ? [...GUARDED_DEFAULT_ROUTES] : ['*'])),
     reserveTokens: e.RESERVE_TOKENS,
     allowedMcpServers: Object.freeze(e.ALLOWED_MCP_SERVERS),
     openaiOrganization: e.OPENAI_ORGANIZATION,
@@ -243,23 +283,36 @@ function describe(name: string, err: Error): string {
   return `${name}: ${err.message}`;
 }
 
+/**
+ * ALLOWED_ROUTES as it applies to one provider: a bare entry to every
+ * provider whose table has a family of that name (so `chat` opens no
+ * uncounted `/v1/chat/…` on another provider's port), `provider:family` to
+ * that one, known or not. Unset, guarded: the provider's counted families;
+ * unguarded: all.
+ */
+function routesFor(provider: Provider, entries: readonly string[] | undefined, guarded: boolean): string[] {
+  if (!entries) return guarded ? [...provider.guardedRoutes] : ['*'];
+  const prefix = `${provider.name}:`;
+  const known = (name: string): boolean => name === '*' || provider.families.some((f) => f.name === name);
+  return entries.flatMap((e) => (e.startsWith(prefix) ? [e.slice(prefix.length)] : !e.includes(':') && known(e) ? [e] : []));
+}
+
+/** A provider's key from its setting or its file; undefined when neither is set (the provider is not served). */
 function resolveKey(
   env: Record<string, string | undefined>,
+  name: string,
   fromEnv: string | undefined,
   file: string | undefined,
-): { key: string; keySource: KeySource; keyFile: string | undefined } {
+): { key: string; keySource: KeySource; keyFile: string | undefined; keySetting: string } | undefined {
   if (file) {
-    if (env.OPENAI_API_KEY?.trim()) {
-      throw new ConfigError('OPENAI_API_KEY: is set together with OPENAI_API_KEY_FILE; set only one');
-    }
+    if (env[name]?.trim()) throw new ConfigError(`${name}: is set together with ${name}_FILE; set only one`);
     try {
-      return { key: readKeyFile(file), keySource: 'file', keyFile: file };
+      return { key: readKeyFile(file), keySource: 'file', keyFile: file, keySetting: `${name}_FILE` };
     } catch (err) {
-      throw new ConfigError(`OPENAI_API_KEY_FILE: ${file} ${(err as Error).message}`);
+      throw new ConfigError(`${name}_FILE: ${file} ${(err as Error).message}`);
     }
   }
-  if (!fromEnv) throw new ConfigError('OPENAI_API_KEY: is missing (set it, or OPENAI_API_KEY_FILE)');
-  return { key: fromEnv, keySource: 'env', keyFile: undefined };
+  return fromEnv ? { key: fromEnv, keySource: 'env', keyFile: undefined, keySetting: name } : undefined;
 }
 
 /** Which proxy, if any, the usual *_PROXY / NO_PROXY conventions pick for `target`. */

@@ -52,7 +52,8 @@ export class KeyStore {
   readonly source: KeySource;
   readonly file: string | undefined;
 
-  constructor(key: string, source: KeySource, file?: string) {
+  /** `setting` names the key's variable in what reload reports (`ANTHROPIC_API_KEY_FILE …`). */
+  constructor(key: string, source: KeySource, file?: string, readonly setting = 'OPENAI_API_KEY_FILE') {
     this.#key = key;
     this.#fingerprint = fingerprint(key);
     this.source = source;
@@ -73,7 +74,7 @@ export class KeyStore {
     try {
       key = readKeyFile(this.file);
     } catch (err) {
-      return { changed: false, error: `OPENAI_API_KEY_FILE ${(err as Error).message}` };
+      return { changed: false, error: `${this.setting} ${(err as Error).message}` };
     }
     if (key === this.#key) return { changed: false };
     this.#key = key;

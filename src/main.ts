@@ -3,10 +3,11 @@
 // commands load nothing of it, so they need no settings.
 const EX_USAGE = 64;
 
-const HELP = `api-proxy: holds the OpenAI key for an agent and sends its calls out through an egress proxy.
+const HELP = `api-proxy: holds the model API keys for an agent and sends its calls out through an egress proxy.
 
 Commands:
   api-proxy                 run the sidecar (settings come from the environment: see the README)
+  api-proxy agent-config    print an agent's settings that send every call to the sidecar (claude, codex)
   api-proxy codex-config    print the Codex config.toml that sends every call to the sidecar
   api-proxy usage           print what a running sidecar has spent (Markdown for $GITHUB_STEP_SUMMARY, or JSON)
   api-proxy help            this text
@@ -22,6 +23,11 @@ switch (command) {
   case 'codex-config': {
     const { codexConfigCommand } = await import('./cli/codex-config.js');
     process.exitCode = codexConfigCommand(args, process.stdout, process.stderr);
+    break;
+  }
+  case 'agent-config': {
+    const { agentConfigCommand } = await import('./cli/agent-config.js');
+    process.exitCode = agentConfigCommand(args, process.stdout, process.stderr);
     break;
   }
   case 'usage': {

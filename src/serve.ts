@@ -1,8 +1,7 @@
 // The sidecar process: config, then listen; signals drain, reload the key.
 import { setTimeout as sleep } from 'node:timers/promises';
-import { createApp, createProxyServer } from './app.js';
+import { createApp, createProxyServer, keyStoresFor } from './app.js';
 import { ConfigError, loadConfig, type Config } from './config.js';
-import { KeyStore } from './key.js';
 import { createLogger } from './core/logger.js';
 
 const EX_CONFIG = 78;
@@ -18,30 +17,34 @@ function configOrExit(): Config {
 }
 
 const config = configOrExit();
-const keyStore = new KeyStore(config.key, config.keySource, config.keyFile);
-const logger = createLogger(config.logLevel, () => keyStore.key);
-const app = createApp(config, { logger, keyStore });
+const keyStores = keyStoresFor(config);
+const logger = createLogger(config.logLevel, () => keyStores.map((k) => k.key));
+const app = createApp(config, { logger, keyStores });
 
-const server = createProxyServer(app);
-server.on('error', (err) => {
-  process.stderr.write(`api-proxy: cannot listen on ${config.host}:${config.port}: ${err.message}\n`);
-  process.exit(1);
-});
-
-server.listen(config.port, config.host, () => {
-  const address = server.address();
-  logger.info(
-    {
-      address: typeof address === 'object' && address ? `${address.address}:${address.port}` : address,
-      upstream: config.upstreamUrl,
-      basePath: config.basePath,
-      egressProxy: config.egressProxy ? `${config.egressProxy.protocol}//${config.egressProxy.host}` : null,
-      keySource: keyStore.source,
-      keyFingerprint: keyStore.fingerprint,
-    },
-    'listening',
-  );
-  logger.flush(); // lifecycle lines go out at once; per-exchange lines are batched
+// A port per provider; the process serves only once every one listens.
+const servers = app.ports.map(({ served }, i) => {
+  const server = createProxyServer(app.ports[i]!);
+  server.on('error', (err) => {
+    process.stderr.write(`api-proxy: cannot listen on ${config.host}:${served.port} (${served.provider.name}): ${err.message}\n`);
+    process.exit(1);
+  });
+  server.listen(served.port, config.host, () => {
+    const address = server.address();
+    logger.info(
+      {
+        provider: served.provider.name,
+        address: typeof address === 'object' && address ? `${address.address}:${address.port}` : address,
+        upstream: served.upstreamUrl,
+        basePath: served.basePath,
+        egressProxy: served.egressProxy ? `${served.egressProxy.protocol}//${served.egressProxy.host}` : null,
+        keySource: app.ports[i]!.keyStore.source,
+        keyFingerprint: app.ports[i]!.keyStore.fingerprint,
+      },
+      'listening',
+    );
+    logger.flush(); // lifecycle lines go out at once; per-exchange lines are batched
+  });
+  return server;
 });
 
 let stopping = false;
@@ -49,13 +52,13 @@ async function shutdown(signal: string): Promise<void> {
   if (stopping) return;
   stopping = true;
   const drained = app.drain();
-  server.close();
+  for (const server of servers) server.close();
   // Logged once the listener is closed, so the line means new connections are refused.
   logger.info({ signal, graceMs: config.shutdownGraceMs }, 'draining');
   logger.flush();
   const finished = await Promise.race([drained.then(() => true), sleep(config.shutdownGraceMs).then(() => false)]);
   logger.info({ finished }, finished ? 'drained; exiting' : 'grace period over; closing what is left');
-  server.closeAllConnections();
+  for (const server of servers) server.closeAllConnections();
   // What this run spent, in one line a CI log keeps.
   const { tokens, requests, unknown, budget } = app.ledger.snapshot();
   logger.info({ ...tokens, requests, unknown, budgetExhausted: budget.exhausted }, 'usage');
@@ -66,6 +69,5 @@ async function shutdown(signal: string): Promise<void> {
 process.on('SIGTERM', () => void shutdown('SIGTERM'));
 process.on('SIGINT', () => void shutdown('SIGINT'));
 process.on('SIGHUP', () => {
-  if (keyStore.source === 'file') app.reloadKey();
-  else logger.info('SIGHUP: the key comes from OPENAI_API_KEY; nothing to reload');
+  if (app.reloadKeys().length === 0) logger.info('SIGHUP: no key comes from a file; nothing to reload');
 });

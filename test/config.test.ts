@@ -15,18 +15,17 @@ const fail = (env: Record<string, string>): string => {
   throw new Error('loadConfig accepted a bad environment');
 };
 
+const ANT_KEY = 'sk-ant-api03-abcDEF0123456789';
+
 describe('loadConfig', () => {
   it('applies the contract defaults', () => {
     const c = loadConfig({ OPENAI_API_KEY: KEY });
+    expect(c.providers).toMatchObject([
+      { provider: { name: 'openai' }, key: KEY, keySource: 'env', upstreamUrl: 'https://api.openai.com', basePath: '/v1', egressProxy: null, port: 10000 },
+    ]);
     expect(c).toMatchObject({
-      key: KEY,
-      keySource: 'env',
-      upstreamUrl: 'https://api.openai.com',
-      basePath: '/v1',
-      egressProxy: null,
       requireEgressProxy: false,
       host: '0.0.0.0',
-      port: 10000,
       logLevel: 'info',
       maxBodyBytes: 67108864,
       connectTimeoutMs: 10000,
@@ -38,7 +37,7 @@ describe('loadConfig', () => {
   });
 
   it('trims a trailing newline instead of sending it', () => {
-    expect(loadConfig({ OPENAI_API_KEY: `${KEY}\n` }).key).toBe(KEY);
+    expect(loadConfig({ OPENAI_API_KEY: `${KEY}\n` }).providers[0]!.key).toBe(KEY);
   });
 
   it.each([
@@ -67,7 +66,7 @@ describe('loadConfig', () => {
     const dir = mkdtempSync(join(tmpdir(), 'cfg-'));
     const file = join(dir, 'key');
     writeFileSync(file, `${KEY}\n`);
-    expect(loadConfig({ OPENAI_API_KEY_FILE: file, OPENAI_API_KEY: '' })).toMatchObject({ key: KEY, keySource: 'file', keyFile: file });
+    expect(loadConfig({ OPENAI_API_KEY_FILE: file, OPENAI_API_KEY: '' }).providers).toMatchObject([{ key: KEY, keySource: 'file', keyFile: file, keySetting: 'OPENAI_API_KEY_FILE' }]);
     writeFileSync(file, '\n');
     expect(fail({ OPENAI_API_KEY_FILE: file })).toMatch(/^OPENAI_API_KEY_FILE: .* is empty$/);
     expect(fail({ OPENAI_API_KEY_FILE: join(dir, 'absent') })).toContain('cannot be read (ENOENT)');
@@ -96,24 +95,74 @@ describe('loadConfig', () => {
 
   it('guarded by any one budget or the model list: then only the counted routes, unless ALLOWED_ROUTES says', () => {
     const counted = ['responses', 'chat', 'completions', 'embeddings', 'models'];
-    expect(loadConfig({ OPENAI_API_KEY: KEY })).toMatchObject({ guarded: false, allowedRoutes: ['*'], reserveTokens: 16_384 });
+    const routes = (env: Record<string, string | undefined>) => loadConfig({ OPENAI_API_KEY: KEY, ...env }).providers[0]!.allowedRoutes;
+    expect(loadConfig({ OPENAI_API_KEY: KEY })).toMatchObject({ guarded: false, reserveTokens: 16_384 });
+    expect(routes({})).toEqual(['*']);
     for (const env of [{ MAX_TOKENS: '5' }, { MAX_REQUESTS: '5' }, { ALLOWED_MODELS: 'gpt-5*' }]) {
-      expect(loadConfig({ OPENAI_API_KEY: KEY, ...env })).toMatchObject({ guarded: true, allowedRoutes: counted });
+      expect(loadConfig({ OPENAI_API_KEY: KEY, ...env })).toMatchObject({ guarded: true });
+      expect(routes(env)).toEqual(counted);
     }
-    expect(loadConfig({ OPENAI_API_KEY: KEY, MAX_TOKENS: '5', ALLOWED_ROUTES: 'responses, files', RESERVE_TOKENS: '' })).toMatchObject({ allowedRoutes: ['responses', 'files'], reserveTokens: 16_384 });
+    expect(routes({ MAX_TOKENS: '5', ALLOWED_ROUTES: 'responses, files', RESERVE_TOKENS: '' })).toEqual(['responses', 'files']);
+    expect(loadConfig({ OPENAI_API_KEY: KEY, RESERVE_TOKENS: '' }).reserveTokens).toBe(16_384);
     // Empty values (compose and the Action pass them so) count as unset.
-    expect(loadConfig({ OPENAI_API_KEY: KEY, ALLOWED_ROUTES: '', OPENAI_ORGANIZATION: '', OPENAI_PROJECT: '' })).toMatchObject({ allowedRoutes: ['*'], openaiOrganization: undefined });
+    expect(loadConfig({ OPENAI_API_KEY: KEY, OPENAI_ORGANIZATION: '', OPENAI_PROJECT: '' })).toMatchObject({ openaiOrganization: undefined });
+    expect(routes({ ALLOWED_ROUTES: '' })).toEqual(['*']);
+  });
+
+  it('serves each provider whose key is set, on its own port and upstream; the OpenAI settings alone change nothing', () => {
+    const both = loadConfig({ OPENAI_API_KEY: KEY, ANTHROPIC_API_KEY: ANT_KEY });
+    expect(both.providers.map((p) => [p.provider.name, p.port, p.upstreamUrl, p.basePath, p.key])).toEqual([
+      ['openai', 10000, 'https://api.openai.com', '/v1', KEY],
+      ['anthropic', 10001, 'https://api.anthropic.com', '/v1', ANT_KEY],
+    ]);
+    const only = loadConfig({ ANTHROPIC_API_KEY: ANT_KEY, ANTHROPIC_PORT: '9001', ANTHROPIC_UPSTREAM_URL: 'https://ant.example:8443', OPENAI_API_KEY: '' });
+    expect(only.providers.map((p) => [p.provider.name, p.port, p.upstreamUrl, p.keySetting])).toEqual([['anthropic', 9001, 'https://ant.example:8443', 'ANTHROPIC_API_KEY']]);
+    // REQUIRE_EGRESS_PROXY names the upstream setting that has none.
+    expect(fail({ ANTHROPIC_API_KEY: ANT_KEY, REQUIRE_EGRESS_PROXY: 'true', NO_PROXY: 'api.anthropic.com', HTTPS_PROXY: 'http://squid:3128' })).toContain(
+      'no egress proxy applies to ANTHROPIC_UPSTREAM_URL https://api.anthropic.com',
+    );
+  });
+
+  it.each([
+    [{ ANTHROPIC_API_KEY: 'sk-placeholder' }, 'ANTHROPIC_API_KEY: is a placeholder'],
+    [{ ANTHROPIC_API_KEY: 'sk-ant two' }, 'ANTHROPIC_API_KEY: contains whitespace'],
+    [{ ANTHROPIC_API_KEY: ANT_KEY, ANTHROPIC_API_KEY_FILE: '/nonexistent' }, 'ANTHROPIC_API_KEY: is set together with ANTHROPIC_API_KEY_FILE'],
+    [{ ANTHROPIC_API_KEY_FILE: '/nonexistent/key' }, 'ANTHROPIC_API_KEY_FILE: /nonexistent/key cannot be read (ENOENT)'],
+    [{ ANTHROPIC_API_KEY: ANT_KEY, ANTHROPIC_PORT: '10000' }, 'ANTHROPIC_PORT: 10000 is also PORT'],
+    [{ ANTHROPIC_API_KEY: ANT_KEY, ANTHROPIC_UPSTREAM_URL: 'https://api.anthropic.com/v1' }, 'ANTHROPIC_UPSTREAM_URL: must be an origin only'],
+    [{ OPENAI_API_KEY: '', ANTHROPIC_API_KEY: '' }, 'OPENAI_API_KEY: is empty'],
+    [{ ALLOWED_ROUTES: 'gemini:generate' }, 'ALLOWED_ROUTES: "gemini:generate" is not a route family name'],
+  ])('refuses %j, naming the variable and never the key', (env, reason) => {
+    const message = fail({ OPENAI_API_KEY: KEY, ...env });
+    expect(message).toContain(reason);
+    expect(message).not.toContain(ANT_KEY);
+  });
+
+  it('with no provider key at all, names every key it would take', () => {
+    expect(fail({})).toBe("OPENAI_API_KEY: is missing (set it, or OPENAI_API_KEY_FILE, or another provider's key: ANTHROPIC_API_KEY)");
+  });
+
+  it('ALLOWED_ROUTES: a bare family applies to each provider that has it, provider:family to that provider only', () => {
+    const routes = (env: Record<string, string>) =>
+      Object.fromEntries(loadConfig({ OPENAI_API_KEY: KEY, ANTHROPIC_API_KEY: ANT_KEY, ...env }).providers.map((p) => [p.provider.name, p.allowedRoutes]));
+    expect(routes({ MAX_TOKENS: '5' })).toEqual({ openai: ['responses', 'chat', 'completions', 'embeddings', 'models'], anthropic: ['messages', 'models'] });
+    // `chat` is no Anthropic family: it must not open Anthropic's uncounted /v1/chat/completions.
+    expect(routes({ ALLOWED_ROUTES: 'responses,chat,models,anthropic:messages,openai:search' })).toEqual({
+      openai: ['responses', 'chat', 'models', 'search'],
+      anthropic: ['models', 'messages'],
+    });
+    expect(routes({ ALLOWED_ROUTES: '*' })).toEqual({ openai: ['*'], anthropic: ['*'] });
   });
 
   it('normalises the base path', () => {
-    expect(loadConfig({ OPENAI_API_KEY: KEY, UPSTREAM_BASE_PATH: '/openai/v1/' }).basePath).toBe('/openai/v1');
-    expect(loadConfig({ OPENAI_API_KEY: KEY, UPSTREAM_BASE_PATH: '/' }).basePath).toBe('');
+    expect(loadConfig({ OPENAI_API_KEY: KEY, UPSTREAM_BASE_PATH: '/openai/v1/' }).providers[0]!.basePath).toBe('/openai/v1');
+    expect(loadConfig({ OPENAI_API_KEY: KEY, UPSTREAM_BASE_PATH: '/' }).providers[0]!.basePath).toBe('');
   });
 
   it('picks the egress proxy by the upstream scheme, either case, lower case first', () => {
-    expect(loadConfig({ OPENAI_API_KEY: KEY, HTTPS_PROXY: 'http://squid:3128' }).egressProxy?.href).toBe('http://squid:3128/');
-    expect(loadConfig({ OPENAI_API_KEY: KEY, https_proxy: 'squid:3128', HTTPS_PROXY: 'http://other:1' }).egressProxy?.host).toBe('squid:3128');
-    expect(loadConfig({ OPENAI_API_KEY: KEY, HTTP_PROXY: 'http://squid:3128' }).egressProxy).toBeNull();
+    expect(loadConfig({ OPENAI_API_KEY: KEY, HTTPS_PROXY: 'http://squid:3128' }).providers[0]!.egressProxy?.href).toBe('http://squid:3128/');
+    expect(loadConfig({ OPENAI_API_KEY: KEY, https_proxy: 'squid:3128', HTTPS_PROXY: 'http://other:1' }).providers[0]!.egressProxy?.host).toBe('squid:3128');
+    expect(loadConfig({ OPENAI_API_KEY: KEY, HTTP_PROXY: 'http://squid:3128' }).providers[0]!.egressProxy).toBeNull();
   });
 
   it('refuses to start without an egress proxy when one is required', () => {

@@ -4,12 +4,14 @@ import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo, Socket } from 'node:net';
 import { gzipSync } from 'node:zlib';
 import { WebSocketServer, type WebSocket } from 'ws';
+import { anthropicError, anthropicMessage, messageEvents } from './fake-anthropic.js';
 import type { TestPki } from './test-ca.js';
 
 /**
  * A fake OpenAI API: enough of /v1/models, /v1/responses (JSON, SSE and the
  * Responses WebSocket), /v1/chat/completions and /v1/files for the real Codex
- * CLI and openai SDK, recording what it received. A request header
+ * CLI and openai SDK, recording what it received; and Anthropic's
+ * /v1/messages (fake-anthropic.ts) for Claude Code and its SDK. A request header
  * `x-fake: k=v,k=v` makes it misbehave:
  *   status=401|500|…   answer that status (401 echoes the masked key like OpenAI)
  *   gzip               gzip an error body
@@ -21,6 +23,7 @@ import type { TestPki } from './test-ca.js';
  *   bigheader=N        add a response header of N bytes
  *   bytes=N            GET /v1/fake/bytes: N bytes of body
  *   input=N,output=N,cached=N,reasoning=N   the usage it reports (default 5 in, one per delta out)
+ *   cache_read=N,cache_write=N               Anthropic's cache usage (default 0)
  */
 
 export const FAKE_TEXT = 'Hello from the fake upstream.';
@@ -271,7 +274,7 @@ export async function startFakeUpstream(opts: FakeOptions = {}): Promise<FakeUps
 
     if (b.status) {
       const status = Number(b.status);
-      let payload = Buffer.from(JSON.stringify(errorFor(status, req.headers)));
+      let payload = Buffer.from(JSON.stringify(path.startsWith('/v1/messages') ? anthropicError(status) : errorFor(status, req.headers)));
       const headers: Record<string, string> = { 'content-type': 'application/json', 'x-request-id': 'req_upstream' };
       if (b.gzip) {
         payload = gzipSync(payload);
@@ -294,6 +297,14 @@ export async function startFakeUpstream(opts: FakeOptions = {}): Promise<FakeUps
     const rid = String(req.headers['x-request-id'] ?? '');
     if (b.bigheader) res.setHeader('x-fake-big', 'b'.repeat(Number(b.bigheader)));
 
+    if (req.method === 'POST' && path === '/v1/messages') {
+      const deltas = deltasFor(b);
+      const { input, output } = usageFor(b, deltas);
+      const u = { input, output, cacheRead: Number(b.cache_read ?? 0), cacheWrite: Number(b.cache_write ?? 0) };
+      if (json.stream) return stream(res, b, messageEvents(model, deltas, u).map((e) => `event: ${e.event}\ndata: ${JSON.stringify(e.data)}\n\n`), rid);
+      return sendJson(res, anthropicMessage(model, deltas, u));
+    }
+    if (req.method === 'POST' && path === '/v1/messages/count_tokens') return sendJson(res, { input_tokens: usageFor(b, []).input });
     if (req.method === 'POST' && path === '/v1/responses') {
       const deltas = deltasFor(b);
       const events = responseEvents(model, deltas, usageFor(b, deltas));

@@ -9,30 +9,44 @@ const USAGE = 'usage: api-proxy usage [--url URL] [--format markdown|json]   (de
 const TIMEOUT_MS = 5000;
 
 const n = (v: number): string => v.toLocaleString('en-US');
+// Provider names come from the sidecar's own table; anything else in a snapshot is shown as `other`.
+const PROVIDER_NAME = /^[a-z]{1,16}$/;
+
+interface Row {
+  provider: string;
+  responses: number;
+  tokens: Tokens;
+}
+
 /**
  * The rows of the summary: model names come from the agent, so only plain
  * ones (what the ledger keeps) are written, in code spans, and at most
  * MAX_MODEL_LABELS of them; anything else is added up as `other`. Whatever
  * the snapshot says, the summary stays a few KiB (a job summary takes 1 MiB).
  */
-function modelRows(models: UsageSnapshot['models']): [string, { responses: number; tokens: Tokens }][] {
-  const kept = new Map<string, { responses: number; tokens: Tokens }>();
-  const other = { responses: 0, tokens: { ...NO_TOKENS } };
+function modelRows(models: UsageSnapshot['models']): [string, Row][] {
+  const kept = new Map<string, Row>();
+  const other: Row = { provider: '', responses: 0, tokens: { ...NO_TOKENS } };
+  const providers = new Set<string>();
   const byTotal = Object.entries(models).sort(([, a], [, b]) => b.tokens.total - a.tokens.total);
   for (const [name, m] of byTotal) {
+    const provider = PROVIDER_NAME.test(String(m.provider)) ? m.provider : OTHER_MODEL;
     if (DISPLAYABLE_MODEL.test(name) && name !== OTHER_MODEL && kept.size < MAX_MODEL_LABELS) {
-      kept.set(name, m);
+      kept.set(name, { provider, responses: m.responses, tokens: m.tokens });
       continue;
     }
+    providers.add(provider);
     other.responses += m.responses;
-    for (const k of Object.keys(other.tokens) as (keyof Tokens)[]) other.tokens[k] += m.tokens[k];
+    for (const k of Object.keys(other.tokens) as (keyof Tokens)[]) other.tokens[k] += m.tokens[k] ?? 0;
   }
-  const rows = [...kept].map(([name, m]): [string, typeof m] => [`\`${name}\``, m]);
+  // The rest of one provider's names stay under its name; of several, under none.
+  other.provider = providers.size === 1 ? [...providers][0]! : '';
+  const rows = [...kept].map(([name, m]): [string, Row] => [`\`${name}\``, m]);
   if (other.responses > 0) rows.push([`\`${OTHER_MODEL}\``, other]);
   return rows;
 }
-const row = (name: string, responses: number, t: Tokens): string =>
-  `| ${name} | ${n(responses)} | ${n(t.input)} | ${n(t.cached_input)} | ${n(t.output)} | ${n(t.reasoning)} | ${n(t.total)} |`;
+const row = (provider: string, name: string, responses: number, t: Tokens): string =>
+  `| ${provider} | ${name} | ${n(responses)} | ${n(t.input)} | ${n(t.cached_input)} | ${n(t.cache_write ?? 0)} | ${n(t.output)} | ${n(t.reasoning)} | ${n(t.total)} |`;
 
 /** The summary a workflow appends to its job summary. */
 export function usageMarkdown(u: UsageSnapshot): string {
@@ -47,10 +61,10 @@ export function usageMarkdown(u: UsageSnapshot): string {
   return [
     '### Model usage (api-proxy)',
     '',
-    '| model | responses | input | cached input | output | reasoning | total |',
-    '|---|---:|---:|---:|---:|---:|---:|',
-    ...models.map(([name, m]) => row(name, m.responses, m.tokens)),
-    row('**all**', responses, u.tokens),
+    '| provider | model | responses | input | cached input | cache write | output | reasoning | total |',
+    '|---|---|---:|---:|---:|---:|---:|---:|---:|',
+    ...models.map(([name, m]) => row(m.provider, name, m.responses, m.tokens)),
+    row('', '**all**', responses, u.tokens),
     '',
     `Requests: ${n(u.requests)} · responses with unknown usage: ${n(u.unknown)} · since ${u.since}`,
     '',

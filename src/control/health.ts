@@ -2,7 +2,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { connect } from 'node:net';
 import Router from 'router';
 import pkg from '../../package.json' with { type: 'json' };
-import type { Config } from '../config.js';
+import type { Config, ProviderConfig } from '../config.js';
 import { REQUEST_ID_HEADER, requestIdFor } from '../core/headers.js';
 import type { KeyStore } from '../key.js';
 import type { Ledger } from '../usage/ledger.js';
@@ -44,6 +44,10 @@ function shown(url: URL): string {
 
 export interface HealthDeps {
   config: Config;
+  /** Every provider's key, in `config.providers` order. */
+  keyStores: readonly KeyStore[];
+  /** The port's own provider and key, shown at the top of /health. */
+  served: ProviderConfig;
   keyStore: KeyStore;
   metrics: Metrics;
   ledger: Ledger;
@@ -66,7 +70,7 @@ const sendJson = (res: ServerResponse, status: number, value: unknown): void => 
  * app.ts dispatches on isReserved first. Measured, forwarding through Express
  * took throughput at 32 callers from 0.95× to 0.54× the hand-rolled pool.
  */
-export function controlPlane({ config, keyStore, metrics, ledger, isDraining, startedAt }: HealthDeps): (req: IncomingMessage, res: ServerResponse) => void {
+export function controlPlane({ config, keyStores, served, keyStore, metrics, ledger, isDraining, startedAt }: HealthDeps): (req: IncomingMessage, res: ServerResponse) => void {
   const sum = async (m: { get(): Promise<{ values: { value: number }[] }> }): Promise<number> =>
     (await m.get()).values.reduce((a, v) => a + v.value, 0);
 
@@ -83,21 +87,32 @@ export function controlPlane({ config, keyStore, metrics, ledger, isDraining, st
   router.get('/readyz', async (_req, res) => {
     const reasons: string[] = [];
     if (isDraining()) reasons.push('draining');
-    if (!keyStore.key) reasons.push('no key loaded');
-    if (config.egressProxy && !(await canConnect(config.egressProxy))) reasons.push('egress proxy unreachable');
+    for (const [i, p] of config.providers.entries()) if (!keyStores[i]?.key) reasons.push(`no key loaded for ${p.provider.name}`);
+    const proxies = new Map(config.providers.flatMap((p) => (p.egressProxy ? [[p.egressProxy.href, p.egressProxy]] : [])));
+    const reached = await Promise.all([...proxies.values()].map((url) => canConnect(url)));
+    if (reached.includes(false)) reasons.push('egress proxy unreachable');
     if (reasons.length > 0) sendJson(res, 503, { status: 'not_ready', reasons });
     else sendJson(res, 200, { status: 'ready' });
   });
 
   router.get('/health', async (_req, res) => {
-    const reachable = config.egressProxy ? await canConnect(config.egressProxy) : null;
+    const { egressProxy } = served;
+    const reachable = egressProxy ? await canConnect(egressProxy) : null;
     sendJson(res, 200, {
       status: isDraining() ? 'draining' : 'ok',
       version: pkg.version,
       uptimeSeconds: Math.round((Date.now() - startedAt) / 1000),
+      // This port's provider first, as an OpenAI-only sidecar always showed it; then every provider.
+      provider: served.provider.name,
       key: { source: keyStore.source, fingerprint: keyStore.fingerprint },
-      upstream: { url: config.upstreamUrl, basePath: config.basePath },
-      egressProxy: config.egressProxy ? { configured: true, url: shown(config.egressProxy), reachable } : { configured: false },
+      upstream: { url: served.upstreamUrl, basePath: served.basePath },
+      egressProxy: egressProxy ? { configured: true, url: shown(egressProxy), reachable } : { configured: false },
+      providers: config.providers.map((p, i) => ({
+        name: p.provider.name,
+        port: p.port,
+        upstream: { url: p.upstreamUrl, basePath: p.basePath },
+        key: { source: keyStores[i]!.source, fingerprint: keyStores[i]!.fingerprint },
+      })),
       counts: {
         requests: await sum(metrics.requests),
         inFlight: await sum(metrics.inFlight),

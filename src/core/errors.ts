@@ -94,24 +94,32 @@ export function neverSent(err: unknown): boolean {
   return false;
 }
 
-/** OpenAI's error shape, so SDKs show our errors like theirs. */
-export function errorBody(err: ProxyError): string {
-  return JSON.stringify({ error: err });
+/** One refusal as a provider's clients read it: status, body and the headers that make them stop or retry. */
+export interface ErrorAnswer {
+  status: number;
+  body: string;
+  headers: Record<string, string>;
 }
 
-export function sendError(res: ServerResponse, err: ProxyError, requestId: string, close = false): void {
+/** How a provider writes the proxy's errors, so its SDKs show them like its own. */
+export type ErrorShape = (err: ProxyError) => ErrorAnswer;
+
+/** OpenAI's error shape, `{"error":{message,type,code}}`, with the contract's statuses. */
+export const openaiErrors: ErrorShape = (err) => ({ status: err.status, body: JSON.stringify({ error: err }), headers: err.headers() });
+
+export function sendError(res: ServerResponse, err: ProxyError, requestId: string, shape: ErrorShape, close = false): void {
   if (res.headersSent) {
     // Too late for a status: cut the stream so the caller sees it did not complete.
     res.destroy(err);
     return;
   }
-  const body = errorBody(err);
-  res.writeHead(err.status, {
+  const answer = shape(err);
+  res.writeHead(answer.status, {
     'content-type': 'application/json',
-    'content-length': Buffer.byteLength(body),
+    'content-length': Buffer.byteLength(answer.body),
     'x-request-id': requestId,
-    ...err.headers(),
+    ...answer.headers,
     ...(close ? { connection: 'close' } : {}),
   });
-  res.end(body);
+  res.end(answer.body);
 }

@@ -81,16 +81,17 @@ export function billingHeaders(config: { openaiOrganization?: string | undefined
 /**
  * Upstream request headers from the caller's raw headers (Node's `rawHeaders`:
  * name, value, name, value…), as the flat list undici takes. Keeps duplicates and
- * the caller's spelling of names; `pinned` (billingHeaders) are added.
+ * the caller's spelling of names; `added` (the provider's key headers, billingHeaders)
+ * come after them.
  */
-export function upstreamRequestHeaders(rawHeaders: readonly string[], key: string, requestId: string, pinned: readonly string[] = []): string[] {
+export function upstreamRequestHeaders(rawHeaders: readonly string[], requestId: string, added: readonly string[]): string[] {
   const listed = connectionTokens(rawHeaders);
   const out: string[] = [];
   for (let i = 0; i < rawHeaders.length; i += 2) {
     const name = rawHeaders[i]!;
     if (!dropRequestHeader(name.toLowerCase(), listed)) out.push(name, rawHeaders[i + 1]!);
   }
-  out.push(...pinned, 'authorization', `Bearer ${key}`, REQUEST_ID_HEADER, requestId);
+  out.push(...added, REQUEST_ID_HEADER, requestId);
   return out;
 }
 

@@ -14,11 +14,11 @@ function scrubHeaders(headers: unknown): unknown {
 
 /**
  * pino with credential headers redacted wherever a `headers` or `req` is logged,
- * at any level, plus a last guard: a line that somehow holds the live key has it
+ * at any level, plus a last guard: a line that somehow holds a live key has it
  * replaced before it is written. Serializers rather than pino's `redact` paths:
  * they cost nothing on the per-exchange line, which logs no headers.
  */
-export function createLogger(level: string, currentKey: () => string, destination?: DestinationStream): Logger {
+export function createLogger(level: string, currentKeys: () => readonly string[], destination?: DestinationStream): Logger {
   return pino(
     {
       name: 'api-proxy',
@@ -30,8 +30,8 @@ export function createLogger(level: string, currentKey: () => string, destinatio
       },
       hooks: {
         streamWrite: (line) => {
-          const key = currentKey();
-          return key && line.includes(key) ? line.split(key).join(REDACTED) : line;
+          for (const key of currentKeys()) if (key && line.includes(key)) line = line.split(key).join(REDACTED);
+          return line;
         },
       },
     },

@@ -81,8 +81,8 @@ export function createMetrics(inFlight: () => number) {
     }),
     tokens: new Counter({
       name: `${PREFIX}tokens_total`,
-      help: 'Tokens the upstream reported, by model (at most 50, then other) and type: input (cached included), cached_input, output (reasoning included), reasoning.',
-      labelNames: ['model', 'type'] as const,
+      help: 'Tokens the upstream reported, by provider, model (at most 50, then other) and type: input (cached and cache writes included), cached_input, cache_write, output (reasoning included), reasoning.',
+      labelNames: ['provider', 'model', 'type'] as const,
       registers,
     }),
     usageUnknown: new Counter({

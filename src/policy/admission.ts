@@ -1,4 +1,4 @@
-import type { Config } from '../config.js';
+import type { Config, ProviderConfig } from '../config.js';
 import { ProxyError } from '../core/errors.js';
 import type { Exchange } from '../core/exchange.js';
 import type { Ledger, Reservation } from '../usage/ledger.js';
@@ -46,8 +46,10 @@ export class Admission {
   readonly models: ModelPolicy | null;
   readonly tools: ToolPolicy;
 
+  /** `served`: the port's provider, whose routes, base path and route list apply. */
   constructor(
     private readonly config: Config,
+    private readonly served: ProviderConfig,
     private readonly ledger: Ledger,
     private readonly isDraining: () => boolean,
   ) {
@@ -57,13 +59,13 @@ export class Admission {
 
   /** Draining, the target's normal form and route, the caller's token, the declared size, the route list, the budget. */
   request(ex: Exchange): Admitted {
-    const { config } = this;
+    const { config, served } = this;
     if (this.isDraining()) throw new ProxyError('draining', 'The proxy is shutting down; retry on another instance.');
-    const target = requestTarget(ex.req.url ?? '', config.basePath);
+    const target = requestTarget(ex.req.url ?? '', served.basePath);
     const method = ex.req.method ?? 'GET';
-    const route = routeOf(method, target.segments);
+    const route = routeOf(served.provider.families, method, target.segments);
     ex.path = target.path + target.query;
-    ex.route = routeLabel(route, config.basePath);
+    ex.route = routeLabel(route, served.basePath);
     if (!callerAllowed(ex.req.headers, config.proxyAuthToken)) {
       throw new ProxyError('proxy_auth_required', 'This proxy needs its token as the bearer key.');
     }
@@ -83,7 +85,7 @@ export class Admission {
   }
 
   #routeAllowed(route: Route, method: string): void {
-    const allowed = this.config.allowedRoutes;
+    const allowed = this.served.allowedRoutes;
     if (route.family === EPHEMERAL_KEYS) {
       // `*` does not open it, nor `realtime`: only naming it does.
       if (!allowed.includes(EPHEMERAL_KEYS)) throw routeRefused(route, 'it mints a credential usable outside the sandbox; ALLOWED_ROUTES must name ephemeral_keys');
@@ -109,9 +111,9 @@ export class Admission {
     const { req } = ex;
     const counts = countsAsRequest(req.method);
     if (route.shape?.modelCall === true) {
-      if (hasBody(req) && (this.config.guarded || route.family === 'responses')) return this.#modelCall(ex, route, counts);
+      if (hasBody(req) && (this.config.guarded || route.entry?.hostedTools === true)) return this.#modelCall(ex, route, counts);
       const declared = Number(req.headers['content-length'] ?? 0);
-      return { call: { reservation: this.ledger.reserve(ex.id, estimate(null, declared, this.config.reserveTokens), counts), model: undefined } };
+      return { call: { reservation: this.ledger.reserve(ex.id, estimate(null, declared, this.config.reserveTokens), counts, this.served.provider.name), model: undefined } };
     }
     if (!this.models || !hasBody(req) || isMultipart(req)) {
       this.ledger.admit(counts);
@@ -130,7 +132,7 @@ export class Admission {
       this.models.checkAll(scan.models);
     }
     if (scan instanceof ScanError) {
-      if (route.family === 'responses') throw new ProxyError('tool_not_allowed', `The request's tools cannot be checked (${scan.message}), so it was refused.`);
+      if (route.entry?.hostedTools === true) throw new ProxyError('tool_not_allowed', `The request's tools cannot be checked (${scan.message}), so it was refused.`);
     } else {
       this.tools.check(scan.tools);
       if (this.config.guarded && scan.background.some((b) => b !== false && b !== null)) {
@@ -139,7 +141,7 @@ export class Admission {
     }
     const read = scan instanceof ScanError ? null : scan;
     const model = read?.models.find((m): m is string => typeof m === 'string');
-    const reservation = this.ledger.reserve(ex.id, estimate(read, raw.length, this.config.reserveTokens), counts);
+    const reservation = this.ledger.reserve(ex.id, estimate(read, raw.length, this.config.reserveTokens), counts, this.served.provider.name);
     return { raw, call: { reservation, model } };
   }
 

@@ -1,11 +1,11 @@
 /**
- * The route table: which family a path belongs to, which requests are model
- * calls (counted, reserved, read for usage), which mint a credential. Data, one
- * table; a provider can later bring its own.
+ * Route tables: which family a path belongs to, which requests are model
+ * calls (counted, reserved, read for usage), which mint a credential. Each
+ * provider brings its table as data (src/providers/); this is how one is read.
  */
 
 /** One request shape of a family: a method and the segments after the family's (`*` matches one). */
-interface Shape {
+export interface Shape {
   method: string;
   rest: readonly string[];
   /** A model call: its body is read, a reservation held, its answer read for usage. */
@@ -24,60 +24,18 @@ export interface Family {
   guardedShapes?: readonly Shape[];
   /** Its bodies are multipart uploads whose parts name no model. */
   multipart?: boolean;
+  /** Its model calls may name hosted tools the upstream reaches out to: always read, guarded or not. */
+  hostedTools?: boolean;
+  /** Its metrics label under the base path, when not the prefix (`chat/completions`). */
+  label?: string;
 }
 
-const post = (rest: string[], modelCall = false): Shape => ({ method: 'POST', rest, modelCall });
-const get = (rest: string[]): Shape => ({ method: 'GET', rest });
-const del = (rest: string[]): Shape => ({ method: 'DELETE', rest });
+export const post = (rest: string[], modelCall = false): Shape => ({ method: 'POST', rest, modelCall });
+export const get = (rest: string[]): Shape => ({ method: 'GET', rest });
+export const del = (rest: string[]): Shape => ({ method: 'DELETE', rest });
 
+/** The routes that mint a credential for the caller: refused unless ALLOWED_ROUTES names this family. */
 export const EPHEMERAL_KEYS = 'ephemeral_keys';
-
-/** Checked in order: the credential-minting routes come before the families they sit in. */
-export const FAMILIES: readonly Family[] = [
-  // Each answers with a bearer token usable from anywhere: the one thing the sandbox exists to prevent.
-  { name: EPHEMERAL_KEYS, prefix: ['realtime', 'client_secrets'] },
-  { name: EPHEMERAL_KEYS, prefix: ['realtime', 'sessions'] },
-  { name: EPHEMERAL_KEYS, prefix: ['realtime', 'transcription_sessions'] },
-  { name: EPHEMERAL_KEYS, prefix: ['chatkit', 'sessions'] },
-  {
-    name: 'responses',
-    prefix: ['responses'],
-    guardedShapes: [
-      post([], true),
-      post(['compact'], true),
-      post(['input_tokens']),
-      get([]), // the Responses WebSocket
-      get(['*']),
-      del(['*']),
-      get(['*', 'input_items']),
-      post(['*', 'cancel']),
-    ],
-  },
-  { name: 'chat', prefix: ['chat'], guardedShapes: [post(['completions'], true)] },
-  { name: 'completions', prefix: ['completions'], guardedShapes: [post([], true)] },
-  { name: 'embeddings', prefix: ['embeddings'], guardedShapes: [post([], true)] },
-  { name: 'models', prefix: ['models'], guardedShapes: [get([]), get(['*'])] },
-  { name: 'files', prefix: ['files'], multipart: true },
-  { name: 'uploads', prefix: ['uploads'], multipart: true },
-  ...[
-    'audio',
-    'images',
-    'moderations',
-    'batches',
-    'fine_tuning',
-    'vector_stores',
-    'assistants',
-    'threads',
-    'conversations',
-    'evals',
-    'containers',
-    'realtime',
-    'chatkit',
-  ].map((name) => ({ name, prefix: [name] })),
-];
-
-/** What ALLOWED_ROUTES opens when guarded and unset: the families whose spend is counted. */
-export const GUARDED_DEFAULT_ROUTES = ['responses', 'chat', 'completions', 'embeddings', 'models'] as const;
 
 export interface Route {
   /** The family's name; for a path no family claims, its first segment (or `''`). */
@@ -96,9 +54,9 @@ const matches = (pattern: readonly string[], segments: readonly string[]): boole
  * compared case-insensitively: an upstream that routes `/v1/Responses` as
  * `/v1/responses` must not find the sidecar calling it something else.
  */
-export function routeOf(method: string, segments: readonly string[]): Route {
+export function routeOf(families: readonly Family[], method: string, segments: readonly string[]): Route {
   const lower = segments.map((s) => s.toLowerCase());
-  for (const entry of FAMILIES) {
+  for (const entry of families) {
     if (!entry.prefix.every((p, i) => lower[i] === p)) continue;
     const rest = segments.slice(entry.prefix.length);
     const shape = entry.guardedShapes?.find((s) => s.method === method && matches(s.rest, rest));
@@ -115,6 +73,5 @@ export function familyMiscased(route: Route, segments: readonly string[]): boole
 /** A bounded label for metrics: the known family's path under the base, else `other`. */
 export function routeLabel(route: Route, basePath: string): string {
   if (!route.entry) return 'other';
-  const name = route.entry.name === 'chat' ? 'chat/completions' : route.entry.prefix.join('/');
-  return `${basePath}/${name}`;
+  return `${basePath}/${route.entry.label ?? route.entry.prefix.join('/')}`;
 }

@@ -1,7 +1,7 @@
 import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:http';
 import type { Readable } from 'node:stream';
 import type { Dispatcher } from 'undici';
-import { neverSent, ProxyError, sendError, toProxyError } from '../core/errors.js';
+import { neverSent, ProxyError, sendError, toProxyError, type ErrorShape } from '../core/errors.js';
 import { CALLER_CLOSED, type Exchange } from '../core/exchange.js';
 import { downstreamResponseHeaders } from '../core/headers.js';
 import type { Logger } from '../core/logger.js';
@@ -9,7 +9,7 @@ import type { Metrics } from '../core/metrics.js';
 import { cleanErrorBody } from '../core/redact.js';
 import type { AdmittedCall } from '../policy/admission.js';
 import { responseUsage, type ResponseUsage } from '../usage/response-usage.js';
-import { unknownReading } from '../usage/usage.js';
+import { unknownReading, type UsageReader } from '../usage/usage.js';
 
 /** How much of a response is read for its usage: past it, the response counts as unknown. */
 export const MAX_INSPECT_BYTES = 8 * 1024 * 1024;
@@ -45,6 +45,11 @@ export interface UpstreamDeps {
   logger: Logger;
   keyFingerprint: () => string;
   currentKey: () => string;
+  /** The setting the key came from, named when the upstream refuses it. */
+  keySetting: string;
+  /** How the provider's answers report usage, and how its clients read our errors. */
+  usage: UsageReader;
+  errors: ErrorShape;
 }
 
 export interface ForwardDeps extends UpstreamDeps {
@@ -116,7 +121,7 @@ export function noteUpstreamStatus(deps: UpstreamDeps, ex: Exchange, status: num
   deps.metrics.upstreamAuthFailures.inc({ status });
   deps.logger.warn(
     { reqId: ex.id, upstreamStatus: status, keyFingerprint: deps.keyFingerprint() },
-    'the upstream rejected the configured key: check OPENAI_API_KEY (its fingerprint is logged here)',
+    `the upstream rejected the configured key: check ${deps.keySetting} (its fingerprint is logged here)`,
   );
 }
 
@@ -193,7 +198,7 @@ class ForwardHandler implements Dispatcher.DispatchHandler {
     noteUpstreamStatus(this.deps, this.ex, status);
     // The upstream refused the call: no work, nothing to charge.
     if (status >= 300) this.call?.reservation.release();
-    else if (this.call) this.#usage = responseUsage(this.call.reservation, headers, MAX_INSPECT_BYTES, this.call.model);
+    else if (this.call) this.#usage = responseUsage(this.deps.usage, this.call.reservation, headers, MAX_INSPECT_BYTES, this.call.model);
     if (status >= 400 && !isEventStream(headers)) {
       this.#errorBody = new ErrorBody();
       return;
@@ -236,7 +241,7 @@ class ForwardHandler implements Dispatcher.DispatchHandler {
     if (this.ex.ended) return;
     const error = toProxyError(err);
     // A body over the limit means the caller is still sending: close rather than read the rest.
-    sendError(this.res, error, this.ex.id, error.code === 'body_too_large' || error.code === 'upstream_timeout');
+    sendError(this.res, error, this.ex.id, this.deps.errors, error.code === 'body_too_large' || error.code === 'upstream_timeout');
     this.ex.end({ status: error.status, code: error.code, upstreamStatus: this.#status || undefined, cause: err });
   }
 

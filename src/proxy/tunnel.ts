@@ -39,10 +39,10 @@ const upstreamTls = (): { secureContext: SecureContext; maxCachedSessions: numbe
  * alive and reused; with an egress proxy each connection is one CONNECT tunnel,
  * so N sequential requests cost one CONNECT and one TLS handshake, not N.
  */
-export function createUpstreamAgent(config: Config): Agent {
+export function createUpstreamAgent(egressProxy: URL | null, config: Config): Agent {
   return new Agent({
-    connect: config.egressProxy
-      ? tunnelConnector(config.egressProxy, config.connectTimeoutMs)
+    connect: egressProxy
+      ? tunnelConnector(egressProxy, config.connectTimeoutMs)
       : { timeout: config.connectTimeoutMs, ...upstreamTls() },
     keepAliveTimeout: KEEP_ALIVE_MS,
     keepAliveMaxTimeout: KEEP_ALIVE_MS,

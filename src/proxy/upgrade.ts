@@ -1,7 +1,7 @@
 import { STATUS_CODES, type IncomingHttpHeaders } from 'node:http';
 import type { Duplex } from 'node:stream';
 import type { Dispatcher } from 'undici';
-import { errorBody, type ProxyError, toProxyError } from '../core/errors.js';
+import { type ErrorShape, type ProxyError, toProxyError } from '../core/errors.js';
 import { CALLER_CLOSED, type Exchange } from '../core/exchange.js';
 import { ErrorBody, noteUpstreamStatus, redactedError, type UpstreamDeps } from './forward.js';
 import { REQUEST_ID_HEADER } from '../core/headers.js';
@@ -27,13 +27,13 @@ export function refuseUpgrade(socket: Duplex, status: number, headers: IncomingH
   socket.end(Buffer.concat([Buffer.from(responseHead(status, headers), 'latin1'), Buffer.from(body)]));
 }
 
-export function rejectUpgrade(socket: Duplex, err: ProxyError, requestId: string): void {
-  const body = errorBody(err);
-  refuseUpgrade(socket, err.status, {
+export function rejectUpgrade(socket: Duplex, err: ProxyError, requestId: string, shape: ErrorShape): void {
+  const { status, body, headers } = shape(err);
+  refuseUpgrade(socket, status, {
     'content-type': 'application/json',
     'content-length': String(Buffer.byteLength(body)),
     [REQUEST_ID_HEADER]: requestId,
-    ...err.headers(),
+    ...headers,
     connection: 'close',
   }, body);
 }
@@ -146,7 +146,7 @@ class UpgradeHandler implements Dispatcher.DispatchHandler {
   onResponseError(_c: Dispatcher.DispatchController, err: Error): void {
     if (this.ex.ended) return;
     const error = toProxyError(err);
-    if (this.#status === 0) rejectUpgrade(this.socket, error, this.ex.id);
+    if (this.#status === 0) rejectUpgrade(this.socket, error, this.ex.id, this.deps.errors);
     else this.socket.destroy();
     this.ex.end({ status: error.status, code: error.code, upstreamStatus: this.#status || undefined, cause: err });
   }

@@ -12,6 +12,8 @@ import { acceptedDeflate, clientFrameError, closeFrame, FrameParser, MessageInfl
 
 /** What a Responses WebSocket session answers to: the budget, the model list, the bounds of inspection. */
 export interface WsPolicy {
+  /** The port's provider, whose line the turns are counted on. */
+  provider: string;
   ledger: Ledger;
   models: ModelPolicy | null;
   /** Hosted mcp tools a `response.create` may name (ALLOWED_MCP_SERVERS). */
@@ -143,7 +145,7 @@ export function relayWebSocket(
         responses.delete(id!);
         turn.reservation.record('websocket', reading);
       } else {
-        ledger.record(reqId, 'websocket', reading); // a response no turn of ours started: counted all the same
+        ledger.record(reqId, policy.provider, 'websocket', reading); // a response no turn of ours started: counted all the same
       }
     } else if (event.type === 'error' && id === undefined) {
       // The upstream refused the oldest message waiting: if a turn, no response, no tokens.
@@ -267,7 +269,7 @@ export function relayWebSocket(
       policy.tools.check(scan.tools);
       // A prewarm only when every `generate` says so: duplicates cannot make a turn free.
       const prewarm = scan.generate.length > 0 && scan.generate.every((g) => g === false);
-      const reservation = ledger.reserve(reqId, estimate(scan, message.data.length, policy.reserveTokens), !prewarm);
+      const reservation = ledger.reserve(reqId, estimate(scan, message.data.length, policy.reserveTokens), !prewarm, policy.provider);
       waiting.push({ reservation, model: scan.models.find((m): m is string => typeof m === 'string') });
       turnsWaiting++;
       return null;

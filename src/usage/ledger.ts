@@ -9,11 +9,13 @@ export const MAX_MODEL_LABELS = 50;
 export const OTHER_MODEL = 'other';
 /** What the agent names and others read (dashboards, the job summary): plain, short names only; the rest is `other`. */
 export const DISPLAYABLE_MODEL = /^[A-Za-z0-9._:/-]{1,64}$/;
-const TOKEN_TYPES = ['input', 'cached_input', 'output', 'reasoning'] as const;
+const TOKEN_TYPES = ['input', 'cached_input', 'cache_write', 'output', 'reasoning'] as const;
 
 export type Transport = 'http' | 'sse' | 'websocket';
 
 export interface LedgerOptions {
+  /** The providers served, each with its own line in the snapshot from the start. */
+  providers: readonly string[];
   maxTokens: number | null;
   maxRequests: number | null;
   usageLogFile: string | undefined;
@@ -25,14 +27,26 @@ export interface UsageSnapshot {
   since: string;
   requests: number;
   tokens: Tokens;
-  models: Record<string, { responses: number; tokens: Tokens }>;
+  /** What each provider's upstream reported. */
+  providers: Record<string, Counted>;
+  /** Keyed by model, or `provider:model` for a non-OpenAI provider's model that another provider reported too. */
+  models: Record<string, Counted & { provider: string }>;
   unknown: number;
   budget: { maxTokens: number | null; maxRequests: number | null; usedTokens: number; usedRequests: number; exhausted: boolean };
 }
 
+export interface Counted {
+  responses: number;
+  tokens: Tokens;
+}
+
+const counted = (): Counted => ({ responses: 0, tokens: { ...NO_TOKENS } });
+const copy = (c: Counted): Counted => ({ responses: c.responses, tokens: { ...c.tokens } });
+
 const add = (into: Tokens, t: Tokens): void => {
   into.input += t.input;
   into.cached_input += t.cached_input;
+  into.cache_write += t.cache_write;
   into.output += t.output;
   into.reasoning += t.reasoning;
   into.total += t.total;
@@ -50,6 +64,7 @@ export class Reservation {
     private readonly ledger: Ledger,
     readonly reqId: string,
     readonly estimate: number,
+    readonly provider: string,
   ) {}
 
   /** Settles to what the answer reported; a reading without tokens is charged the estimate. */
@@ -83,10 +98,13 @@ export class Ledger {
   #charged = 0;
   /** The sum of the reservations in flight. */
   #reserved = 0;
-  #models = new Map<string, { responses: number; tokens: Tokens }>();
+  /** Keyed by provider and model label. */
+  #models = new Map<string, Counted & { provider: string; model: string }>();
+  #providers: Map<string, Counted>;
   #log: WriteStream | undefined;
 
   constructor(private readonly opts: LedgerOptions) {
+    this.#providers = new Map(opts.providers.map((p) => [p, counted()]));
     if (opts.usageLogFile) {
       this.#log = createWriteStream(opts.usageLogFile, { flags: 'a' });
       // Checked writable at start; a later failure (disk full) must not take the proxy down.
@@ -131,7 +149,7 @@ export class Ledger {
    * once (429, final), never queued. Synchronous, so concurrent calls cannot
    * both take the last room.
    */
-  reserve(reqId: string, estimate: number, counts: boolean): Reservation {
+  reserve(reqId: string, estimate: number, counts: boolean, provider: string): Reservation {
     const { maxTokens } = this.opts;
     if (this.exhausted) throw this.#spent();
     if (maxTokens !== null && this.usedTokens + this.#reserved >= maxTokens) {
@@ -142,7 +160,7 @@ export class Ledger {
     }
     if (counts) this.#requests++;
     this.#reserved += estimate;
-    return new Reservation(this, reqId, estimate);
+    return new Reservation(this, reqId, estimate, provider);
   }
 
   /** Called by a Reservation, once: its usage (or its charge) replaces its hold. */
@@ -150,21 +168,26 @@ export class Ledger {
     this.#reserved -= r.estimate;
     if (transport && reading) {
       if (!reading.tokens) this.#charged += r.estimate;
-      this.record(r.reqId, transport, reading);
+      this.record(r.reqId, r.provider, transport, reading);
     }
   }
 
   /** One model response, counted: its tokens (or that they are unknown), the metrics and the usage log. */
-  record(reqId: string, transport: Transport, reading: Reading): void {
-    const label = this.#label(reading.model);
-    const entry = this.#models.get(label) ?? { responses: 0, tokens: { ...NO_TOKENS } };
-    this.#models.set(label, entry);
+  record(reqId: string, provider: string, transport: Transport, reading: Reading): void {
+    const label = this.#label(provider, reading.model);
+    const key = `${provider}\0${label}`;
+    const entry = this.#models.get(key) ?? { provider, model: label, ...counted() };
+    this.#models.set(key, entry);
+    const total = this.#providers.get(provider) ?? counted();
+    this.#providers.set(provider, total);
     entry.responses++;
+    total.responses++;
     const { tokens } = reading;
     if (tokens) {
       add(this.#tokens, tokens);
       add(entry.tokens, tokens);
-      for (const type of TOKEN_TYPES) if (tokens[type] > 0) this.opts.metrics.tokens.inc({ model: label, type }, tokens[type]);
+      add(total.tokens, tokens);
+      for (const type of TOKEN_TYPES) if (tokens[type] > 0) this.opts.metrics.tokens.inc({ provider, model: label, type }, tokens[type]);
     } else {
       this.#unknown++;
       this.opts.metrics.usageUnknown.inc();
@@ -173,10 +196,12 @@ export class Ledger {
       `${JSON.stringify({
         time: new Date().toISOString(),
         reqId,
+        provider,
         transport,
         model: label,
         input: tokens?.input ?? null,
         cached_input: tokens?.cached_input ?? null,
+        cache_write: tokens?.cache_write ?? null,
         output: tokens?.output ?? null,
         reasoning: tokens?.reasoning ?? null,
         total: tokens?.total ?? null,
@@ -185,19 +210,25 @@ export class Ledger {
     );
   }
 
-  /** A bounded, inert label: the first MAX_MODEL_LABELS plain names as they are, then `other`. */
-  #label(model: string): string {
+  /** A bounded, inert label: the first MAX_MODEL_LABELS plain names (over every provider) as they are, then `other`. */
+  #label(provider: string, model: string): string {
     if (!DISPLAYABLE_MODEL.test(model)) return OTHER_MODEL;
-    return this.#models.has(model) || this.#models.size < MAX_MODEL_LABELS ? model : OTHER_MODEL;
+    return this.#models.has(`${provider}\0${model}`) || this.#models.size < MAX_MODEL_LABELS ? model : OTHER_MODEL;
   }
 
   snapshot(): UsageSnapshot {
     const { maxTokens, maxRequests } = this.opts;
+    const reporters = new Map<string, number>();
+    for (const e of this.#models.values()) reporters.set(e.model, (reporters.get(e.model) ?? 0) + 1);
+    // A name two providers reported is told apart by the provider, OpenAI's keeping the bare name it always had.
+    const keyOf = (e: { provider: string; model: string }): string =>
+      e.provider !== 'openai' && reporters.get(e.model)! > 1 ? `${e.provider}:${e.model}` : e.model;
     return {
       since: this.since.toISOString(),
       requests: this.#requests,
       tokens: { ...this.#tokens },
-      models: Object.fromEntries([...this.#models].map(([m, e]) => [m, { responses: e.responses, tokens: { ...e.tokens } }])),
+      providers: Object.fromEntries([...this.#providers].map(([p, c]) => [p, copy(c)])),
+      models: Object.fromEntries([...this.#models.values()].map((e) => [keyOf(e), { provider: e.provider, ...copy(e) }])),
       unknown: this.#unknown,
       budget: { maxTokens, maxRequests, usedTokens: this.usedTokens, usedRequests: this.#requests, exhausted: this.exhausted },
     };

@@ -3,7 +3,7 @@ import type { Transform } from 'node:stream';
 import { bodyDecoder, decodeBody, isIdentity } from '../core/content-encoding.js';
 import type { Reservation } from './ledger.js';
 import { SseReader } from './sse-reader.js';
-import { mayHoldUsage, readBody, readEvent, unknownReading, type Reading } from './usage.js';
+import { unknownReading, type Reading, type UsageReader } from './usage.js';
 
 /** Reads a copy of one response body as it flows to the caller; `finish` counts it, once. */
 export interface ResponseUsage {
@@ -23,7 +23,13 @@ const MODEL_LOOKS = 3;
  * the bound, is unknown and charged the reservation. `asked` is the model the
  * request named, until the answer names its own.
  */
-export function responseUsage(reservation: Reservation, headers: IncomingHttpHeaders, maxBytes: number, asked: string | undefined): ResponseUsage {
+export function responseUsage(
+  reader: UsageReader,
+  reservation: Reservation,
+  headers: IncomingHttpHeaders,
+  maxBytes: number,
+  asked: string | undefined,
+): ResponseUsage {
   const encoding = headers['content-encoding'];
   let model: string | undefined;
   const count = (transport: 'http' | 'sse', reading: Reading | null): void => {
@@ -31,19 +37,14 @@ export function responseUsage(reservation: Reservation, headers: IncomingHttpHea
   };
 
   if (String(headers['content-type'] ?? '').startsWith('text/event-stream')) {
-    let reading: Reading | null = null;
+    const stream = reader.stream();
     let looks = 0;
     const sse = new SseReader((data) => {
       if (model === undefined && looks++ < MODEL_LOOKS) model = MODEL_FIELD.exec(data)?.[1];
-      if (reading || !mayHoldUsage(data)) return;
-      try {
-        reading = readEvent(JSON.parse(data));
-      } catch {
-        /* not JSON ([DONE], or a broken event): nothing to count */
-      }
+      stream.event(data);
     }, maxBytes);
     // A compressed stream is inflated in a copy, in order; undecodable, it counts as unknown.
-    const done = (): void => count('sse', sse.overflowed ? null : reading);
+    const done = (): void => count('sse', sse.overflowed ? null : stream.reading());
     let decoder: Transform | null = null;
     let readable = isIdentity(encoding);
     if (!readable) {
@@ -77,7 +78,7 @@ export function responseUsage(reservation: Reservation, headers: IncomingHttpHea
     finish: (complete) => {
       if (!complete || size > maxBytes) return count('http', null);
       try {
-        count('http', readBody(JSON.parse(decodeBody(Buffer.concat(chunks), encoding, maxBytes).toString('utf8'))));
+        count('http', reader.body(JSON.parse(decodeBody(Buffer.concat(chunks), encoding, maxBytes).toString('utf8'))));
       } catch {
         count('http', null);
       }

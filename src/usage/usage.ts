@@ -9,6 +9,8 @@ export interface Tokens {
   /** All input tokens, cached included. */
   input: number;
   cached_input: number;
+  /** Input tokens written to a prompt cache (Anthropic's cache_creation_input_tokens; 0 elsewhere). */
+  cache_write: number;
   /** All output tokens, reasoning included. */
   output: number;
   reasoning: number;
@@ -25,7 +27,7 @@ export interface Reading {
   tokens: Tokens | null;
 }
 
-export const NO_TOKENS: Readonly<Tokens> = Object.freeze({ input: 0, cached_input: 0, output: 0, reasoning: 0, total: 0 });
+export const NO_TOKENS: Readonly<Tokens> = Object.freeze({ input: 0, cached_input: 0, cache_write: 0, output: 0, reasoning: 0, total: 0 });
 const UNKNOWN_MODEL = 'unknown';
 
 /** A response whose usage could not be read, under the model it named, if any. */
@@ -64,7 +66,21 @@ export function tokensOf(usage: unknown): Tokens | null {
     return null;
   }
   if (input === null || output === null) return null;
-  return { input, cached_input: cached, output, reasoning, total: input + output };
+  return { input, cached_input: cached, cache_write: 0, output, reasoning, total: input + output };
+}
+
+/** A provider's usage reader: a whole JSON answer, or an event stream read event by event. */
+export interface UsageReader {
+  body(body: unknown): Reading | null;
+  /** A fresh reader for one stream. */
+  stream(): StreamUsage;
+}
+
+export interface StreamUsage {
+  /** One event's `data`, as text; most are deltas, skipped without parsing. */
+  event(data: string): void;
+  /** What the stream reported, once it ended; null when it reported no usage. */
+  reading(): Reading | null;
 }
 
 const TERMINAL: Record<string, ResponseStatus> = {

@@ -19,7 +19,7 @@ describe('the api-proxy command line', () => {
   it.each([['--help'], ['-h'], ['help']])('%s lists the commands, one line each, and exits 0 with no settings', async (flag) => {
     const r = await run([flag]);
     expect(r.code).toBe(0);
-    for (const command of ['api-proxy codex-config', 'api-proxy usage', 'run the sidecar']) expect(r.stdout).toContain(command);
+    for (const command of ['api-proxy agent-config', 'api-proxy codex-config', 'api-proxy usage', 'run the sidecar']) expect(r.stdout).toContain(command);
     expect(r.stderr).toBe('');
   });
 
@@ -64,14 +64,14 @@ describe('a running sidecar: the usage summary, and its last line on SIGTERM', (
   it('prints a Markdown table for the job summary (the default, PORT as the default URL) and the JSON of /usage', async () => {
     const md = await run(['usage'], { PORT: String(port) });
     expect(md.code, md.stderr).toBe(0);
-    expect(md.stdout).toContain('| model | responses | input | cached input | output | reasoning | total |');
-    expect(md.stdout).toContain('| `gpt-5.5` | 1 | 120 | 100 | 30 | 10 | 150 |');
-    expect(md.stdout).toContain('| **all** | 1 | 120 | 100 | 30 | 10 | 150 |');
+    expect(md.stdout).toContain('| provider | model | responses | input | cached input | cache write | output | reasoning | total |');
+    expect(md.stdout).toContain('| openai | `gpt-5.5` | 1 | 120 | 100 | 0 | 30 | 10 | 150 |');
+    expect(md.stdout).toContain('|  | **all** | 1 | 120 | 100 | 0 | 30 | 10 | 150 |');
     expect(md.stdout).toContain('Budget: 150 of 1,000 tokens: within budget.');
     const json = await run(['usage', '--url', `http://127.0.0.1:${port}`, '--format', 'json']);
     expect(json.code).toBe(0);
     const body = JSON.parse(json.stdout) as UsageSnapshot;
-    expect(body.tokens).toEqual({ input: 120, cached_input: 100, output: 30, reasoning: 10, total: 150 });
+    expect(body.tokens).toEqual({ input: 120, cached_input: 100, cache_write: 0, output: 30, reasoning: 10, total: 150 });
     expect(body.budget).toEqual({ maxTokens: 1000, maxRequests: null, usedTokens: 150, usedRequests: 1, exhausted: false });
   });
 
@@ -89,31 +89,44 @@ describe('a running sidecar: the usage summary, and its last line on SIGTERM', (
 });
 
 describe('usageMarkdown', () => {
-  const tokens = { input: 1, cached_input: 0, output: 1, reasoning: 0, total: 2 };
+  const tokens = { input: 1, cached_input: 0, cache_write: 0, output: 1, reasoning: 0, total: 2 };
+  const openai = { provider: 'openai', responses: 1, tokens };
   const snapshot = (models: UsageSnapshot['models']): UsageSnapshot => ({
     since: '2026-11-30T00:00:00.000Z',
     requests: 1,
     tokens,
+    providers: { openai: { responses: 1, tokens } },
     models,
     unknown: 0,
     budget: { maxTokens: null, maxRequests: 3, usedTokens: 2, usedRequests: 3, exhausted: true },
   });
 
   it('writes plain model names in code spans, and any other name the agent chose as `other`: no cell, link or HTML gets in', () => {
-    const md = usageMarkdown(snapshot({ 'gpt-5.5': { responses: 1, tokens }, 'x|<img src=y>[z](http://e)': { responses: 1, tokens }, '`code`': { responses: 2, tokens } }));
-    expect(md).toContain('| `gpt-5.5` | 1 | 1 | 0 | 1 | 0 | 2 |');
-    expect(md).toContain('| `other` | 3 | 2 | 0 | 2 | 0 | 4 |');
-    expect(md.split("\n").filter((l) => l.startsWith("| `")).join("\n")).not.toMatch(/[<>[\]()]|img|http/);
-    for (const row of md.split('\n').filter((l) => l.startsWith('| `'))) expect(row.split('|')).toHaveLength(9); // 7 cells
+    const md = usageMarkdown(snapshot({ 'gpt-5.5': openai, 'x|<img src=y>[z](http://e)': openai, '`code`': { ...openai, responses: 2 } }));
+    expect(md).toContain('| openai | `gpt-5.5` | 1 | 1 | 0 | 0 | 1 | 0 | 2 |');
+    expect(md).toContain('| openai | `other` | 3 | 2 | 0 | 0 | 2 | 0 | 4 |');
+    expect(md.split("\n").filter((l) => l.startsWith("| ")).join("\n")).not.toMatch(/[<>[\]()]|img|http/);
+    for (const row of md.split('\n').filter((l) => l.includes('| `'))) expect(row.split('|')).toHaveLength(11); // 9 cells
     expect(md).toContain('Budget: 3 of 3 requests: **exhausted**, later calls were refused.');
   });
 
+  it('has a provider column and a cache write column; a provider name it does not know is `other`', () => {
+    const cached = { input: 1300, cached_input: 1000, cache_write: 200, output: 50, reasoning: 0, total: 1350 };
+    const md = usageMarkdown(
+      snapshot({ 'claude-sonnet-4-5': { provider: 'anthropic', responses: 2, tokens: cached }, 'gpt-5.5': openai, 'm': { provider: '<b>x</b>', responses: 1, tokens } }),
+    );
+    expect(md).toContain('| provider | model | responses | input | cached input | cache write | output | reasoning | total |');
+    expect(md).toContain('| anthropic | `claude-sonnet-4-5` | 2 | 1,300 | 1,000 | 200 | 50 | 0 | 1,350 |');
+    expect(md).toContain('| other | `m` |');
+    expect(md).not.toContain('<b>');
+  });
+
   it('stays under 64 KiB whatever the agent named: a 250 KB name, and thousands of names', () => {
-    const models: UsageSnapshot['models'] = { [`gpt-${'a'.repeat(250_000)}`]: { responses: 1, tokens } };
-    for (let i = 0; i < 5000; i++) models[`m-${i}-${'b'.repeat(50)}`] = { responses: 1, tokens };
+    const models: UsageSnapshot['models'] = { [`gpt-${'a'.repeat(250_000)}`]: openai };
+    for (let i = 0; i < 5000; i++) models[`m-${i}-${'b'.repeat(50)}`] = openai;
     const md = usageMarkdown(snapshot(models));
     expect(Buffer.byteLength(md)).toBeLessThan(64 * 1024);
-    expect(md.split('\n').filter((l) => l.startsWith('| `'))).toHaveLength(51); // 50 names, then `other`
-    expect(md).toContain('| `other` | 4,951 |');
+    expect(md.split('\n').filter((l) => l.includes('| `'))).toHaveLength(51); // 50 names, then `other`
+    expect(md).toContain('| openai | `other` | 4,951 |');
   });
 });

@@ -9,12 +9,14 @@ const pairs = (flat: string[]): [string, string][] => {
 };
 const names = (flat: string[]): string[] => pairs(flat).map(([n]) => n.toLowerCase());
 
+const BEARER = ['authorization', `Bearer ${KEY}`];
+
 describe('upstreamRequestHeaders', () => {
   it('drops every caller credential, in any spelling, and sets only the real key', () => {
     const out = upstreamRequestHeaders(
       ['Authorization', 'Bearer agent', 'AUTHORIZATION', 'Basic x', 'Proxy-Authorization', 'Basic y', 'api-key', 'a', 'X-Api-Key', 'b', 'Cookie', 'c=1'],
-      KEY,
       'id-1',
+      BEARER,
     );
     expect(pairs(out)).toEqual([
       ['authorization', 'Bearer sk-real'],
@@ -30,8 +32,8 @@ describe('upstreamRequestHeaders', () => {
         'Transfer-Encoding', 'chunked', 'TE', 'trailers', 'Upgrade', 'websocket', 'Proxy-Connection', 'keep-alive',
         'Expect', '100-continue', 'X-Secret-Hop', '1', 'X-Request-Id', 'caller-id',
       ],
-      KEY,
       'id-2',
+      BEARER,
     );
     expect(names(out)).toEqual(['authorization', 'x-request-id']);
     expect(out.at(-1)).toBe('id-2');
@@ -44,7 +46,7 @@ describe('upstreamRequestHeaders', () => {
       'Sec-WebSocket-Key', 'k', 'Sec-WebSocket-Version', '13', 'Sec-WebSocket-Extensions', 'permessage-deflate',
       'Accept', 'text/event-stream', 'X-Dup', '1', 'X-Dup', '2',
     ];
-    const out = upstreamRequestHeaders(raw, KEY, 'id');
+    const out = upstreamRequestHeaders(raw, 'id', BEARER);
     expect(out.slice(0, raw.length)).toEqual(raw);
   });
 });

@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { ProxyError } from '../../src/core/errors.js';
 import { routeLabel, routeOf } from '../../src/policy/routes.js';
+import { openai } from '../../src/providers/openai.js';
 import { requestTarget } from '../../src/policy/target.js';
 import { redactKey, cleanErrorBody } from '../../src/core/redact.js';
 import { gzipSync } from 'node:zlib';
@@ -77,7 +78,7 @@ describe('route labels', () => {
     ['/v1/responsesX', 'other'],
     ['/v1/whatever-new', 'other'],
     ['/v2/responses', 'other'],
-  ])('%s → %s', (path, label) => expect(routeLabel(routeOf('POST', requestTarget(path, '/v1').segments), '/v1')).toBe(label));
+  ])('%s → %s', (path, label) => expect(routeLabel(routeOf(openai.families, 'POST', requestTarget(path, '/v1').segments), '/v1')).toBe(label));
 });
 
 describe('redactKey', () => {

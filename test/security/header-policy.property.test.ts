@@ -1,6 +1,8 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { CREDENTIAL_HEADERS, FORWARDING_HEADERS, HOP_BY_HOP_HEADERS, upstreamRequestHeaders } from '../../src/core/headers.js';
+import { PROVIDERS } from '../../src/providers/index.js';
+import { openai } from '../../src/providers/openai.js';
 
 const KEY = 'sk-real-key';
 
@@ -24,12 +26,28 @@ describe('header policy, property-based', () => {
         const listed = new Set<string>();
         for (const [n, v] of pairs) if (n.toLowerCase() === 'connection') for (const t of v.split(',')) listed.add(t.trim().toLowerCase());
         const expected = pairs.filter(([n]) => !isDropped(n, listed)).flat();
-        const out = upstreamRequestHeaders(raw, KEY, id);
+        const out = upstreamRequestHeaders(raw, id, openai.credential(KEY, raw));
         expect(out).toEqual([...expected, 'authorization', `Bearer ${KEY}`, 'x-request-id', id]);
-        const names = out.filter((_, i) => i % 2 === 0).map((n) => n.toLowerCase());
-        for (const c of CREDENTIAL_HEADERS) expect(names.filter((n) => n === c).length).toBe(c === 'authorization' ? 1 : 0);
       }),
       { numRuns: 500 },
     );
   });
+
+  it.each(PROVIDERS.map((p) => [p.name, p] as const))(
+    'on the %s port, whatever credentials the caller sends, the upstream gets exactly one: its own provider key',
+    (_name, provider) => {
+      // The first pair a provider adds carries its key: Authorization for OpenAI, x-api-key for Anthropic.
+      const [header, keyValue] = provider.credential(KEY, []);
+      fc.assert(
+        fc.property(fc.array(fc.tuple(name, value), { maxLength: 30 }), (pairs) => {
+          const raw = pairs.flat();
+          const out = upstreamRequestHeaders(raw, 'id', provider.credential(KEY, raw));
+          const sent = out.flatMap((n, i) => (i % 2 === 0 && CREDENTIAL_HEADERS.has(n.toLowerCase()) ? [[n.toLowerCase(), out[i + 1]]] : []));
+          expect(sent).toEqual([[header, keyValue]]);
+          expect(out.filter((v) => v.includes(KEY))).toHaveLength(1);
+        }),
+        { numRuns: 300 },
+      );
+    },
+  );
 });

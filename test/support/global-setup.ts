@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createTestPki } from '../../testkit/test-ca.js';
 import { TEST_PROXY_PASSWORD } from '../../testkit/squid.js';
-import { CAPTURE_DIR, TEST_KEY } from './sidecar.js';
+import { CAPTURE_DIR, TEST_KEYS } from './sidecar.js';
 
 /**
  * A fresh test CA per run; every test process trusts it through NODE_EXTRA_CA_CERTS.
@@ -11,7 +11,7 @@ import { CAPTURE_DIR, TEST_KEY } from './sidecar.js';
  * that variable too, and must find the file.
  *
  * After the run, everything every in-process sidecar logged (at trace) and sent to
- * callers is searched for the key and every 6-character fragment of it, and for
+ * callers is searched for every test key and every 6-character fragment of each, and for
  * the Squid password the shipped-Squid tests give sidecars.
  */
 export default async function setup(): Promise<() => void> {
@@ -32,15 +32,17 @@ function sweepForKey(): void {
     return; // no sidecar ran (a filtered run)
   }
   const text = files.map((f) => readFileSync(f, 'utf8')).join('\n');
-  const secret = TEST_KEY.slice('sk-proj-'.length);
   const hits: string[] = [];
-  if (text.includes(TEST_KEY)) hits.push('the whole key');
+  for (const { key, prefix } of TEST_KEYS) {
+    const secret = key.slice(prefix.length);
+    if (text.includes(key)) hits.push(`the whole key ${prefix}…`);
+    for (let i = 0; i + 6 <= secret.length; i++) {
+      const fragment = secret.slice(i, i + 6);
+      if (text.includes(fragment)) hits.push(fragment);
+    }
+  }
   // Squid's password rides in the sidecar's HTTPS_PROXY: shown nowhere either.
   if (text.includes(TEST_PROXY_PASSWORD)) hits.push("Squid's password");
-  for (let i = 0; i + 6 <= secret.length; i++) {
-    const fragment = secret.slice(i, i + 6);
-    if (text.includes(fragment)) hits.push(fragment);
-  }
   console.log(`key sweep: ${(text.length / 1e6).toFixed(1)} MB from ${files.length} test processes searched, ${hits.length} hits`);
   if (hits.length > 0) throw new Error(`the key leaked into logs or responses: ${hits.join(', ')} (see ${CAPTURE_DIR})`);
 }

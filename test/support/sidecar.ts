@@ -3,9 +3,9 @@ import { appendFileSync, mkdirSync } from 'node:fs';
 import type { AddressInfo, Socket } from 'node:net';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { createApp, createProxyServer, type ProxyApp } from '../../src/app.js';
+import { createApp, createProxyServer, keyStoresFor, type ProxyApp } from '../../src/app.js';
 import { loadConfig, type Config } from '../../src/config.js';
-import { KeyStore } from '../../src/key.js';
+import type { ProviderName } from '../../src/providers/index.js';
 import { createLogger } from '../../src/core/logger.js';
 import { loadTestPki, type TestPki } from '../../testkit/test-ca.js';
 
@@ -15,14 +15,24 @@ import { loadTestPki, type TestPki } from '../../testkit/test-ca.js';
  * which runs like "123456" or "abcdef" would find in timestamps and UUIDs.
  */
 export const TEST_KEY = 'sk-proj-Q7vXmLkRtZwHsJdNfGpYcBqWeUaToKiMxPzVnLbCr';
+/** Anthropic's key shape; its own random tail, so a sweep tells which key leaked. */
+export const TEST_ANTHROPIC_KEY = 'sk-ant-api03-Wm4TzRq8VbKx2NcJh7PyLd5GsFe9XuAo3HiBk6QnMt';
+/** Every key a test sidecar may hold, with the prefix that is no secret: global-setup.ts sweeps for each. */
+export const TEST_KEYS = [
+  { key: TEST_KEY, prefix: 'sk-proj-' },
+  { key: TEST_ANTHROPIC_KEY, prefix: 'sk-ant-api03-' },
+];
 
 export function testPki(): TestPki {
   return loadTestPki(process.env.API_PROXY_TEST_PKI!);
 }
 
 export interface Sidecar {
+  /** The first provider's port (OpenAI's when its key is set). */
   url: string;
   port: number;
+  /** Each served provider's base URL. */
+  urls: Partial<Record<ProviderName, string>>;
   app: ProxyApp;
   config: Config;
   /** Every log line written, as text. */
@@ -60,24 +70,29 @@ function tap(socket: Socket, sent: string[]): void {
 export async function startSidecar(env: Record<string, string | undefined>, host = '127.0.0.1'): Promise<Sidecar> {
   const config = loadConfig({ OPENAI_API_KEY: TEST_KEY, LOG_LEVEL: 'trace', ...env });
   const logs: string[] = [];
-  const keyStore = new KeyStore(config.key, config.keySource, config.keyFile);
-  const logger = createLogger(config.logLevel, () => keyStore.key, { write: (s: string) => void logs.push(s) });
-  const app = createApp(config, { logger, keyStore });
-  const server = createProxyServer(app);
+  const keyStores = keyStoresFor(config);
+  const logger = createLogger(config.logLevel, () => keyStores.map((k) => k.key), { write: (s: string) => void logs.push(s) });
+  const app = createApp(config, { logger, keyStores });
   const sent: string[] = [];
-  server.on('connection', (socket: Socket) => tap(socket, sent));
-  server.listen(0, host);
-  await once(server, 'listening');
-  const { port } = server.address() as AddressInfo;
+  const servers = app.ports.map((port) => createProxyServer(port));
+  const urls: Partial<Record<ProviderName, string>> = {};
+  for (const [i, server] of servers.entries()) {
+    server.on('connection', (socket: Socket) => tap(socket, sent));
+    server.listen(0, host);
+    await once(server, 'listening');
+    urls[app.ports[i]!.served.provider.name] = `http://${host}:${(server.address() as AddressInfo).port}`;
+  }
+  const { port } = servers[0]!.address() as AddressInfo;
   return {
     url: `http://${host}:${port}`,
     port,
+    urls,
     app,
     config,
     logs,
     close: async () => {
-      server.closeAllConnections();
-      await new Promise((r) => server.close(r));
+      for (const server of servers) server.closeAllConnections();
+      await Promise.all(servers.map((server) => new Promise((r) => server.close(r))));
       await app.close();
       mkdirSync(CAPTURE_DIR, { recursive: true });
       appendFileSync(join(CAPTURE_DIR, `${process.pid}.txt`), [...logs, ...sent].join('\n'));

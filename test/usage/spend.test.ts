@@ -58,10 +58,10 @@ describe('counting, on every transport', () => {
     ws!.close();
 
     const u = await until(() => usageOf(s), (b) => b.models['gpt-5.5']?.responses === 4);
-    expect(u.tokens).toEqual({ input: 227, cached_input: 40, output: 36, reasoning: 5, total: 263 });
-    expect(u.models['gpt-5.5']).toEqual({ responses: 4, tokens: { input: 210, cached_input: 40, output: 33, reasoning: 5, total: 243 } });
+    expect(u.tokens).toEqual({ input: 227, cached_input: 40, cache_write: 0, output: 36, reasoning: 5, total: 263 });
+    expect(u.models['gpt-5.5']).toEqual({ provider: 'openai', responses: 4, tokens: { input: 210, cached_input: 40, cache_write: 0, output: 33, reasoning: 5, total: 243 } });
     // The stream without usage still named its model: counted under it, as unknown.
-    expect(u.models['gpt-4o']).toEqual({ responses: 3, tokens: { input: 8, cached_input: 0, output: 3, reasoning: 0, total: 11 } });
+    expect(u.models['gpt-4o']).toEqual({ provider: 'openai', responses: 3, tokens: { input: 8, cached_input: 0, cache_write: 0, output: 3, reasoning: 0, total: 11 } });
     expect(u.models['text-embedding-3-small'].tokens.input).toBe(9);
     expect(u.unknown).toBe(1);
     // MAX_REQUESTS counts: 7 POSTs, the prewarm not, the turn yes.
@@ -71,18 +71,18 @@ describe('counting, on every transport', () => {
     expect(new Date(u.since).getTime()).toBeLessThanOrEqual(Date.now());
 
     const metrics = (await request(s.url).get('/metrics')).text;
-    expect(metrics).toContain('api_proxy_tokens_total{model="gpt-5.5",type="input"} 210');
-    expect(metrics).toContain('api_proxy_tokens_total{model="gpt-5.5",type="cached_input"} 40');
-    expect(metrics).toContain('api_proxy_tokens_total{model="gpt-4o",type="output"} 3');
+    expect(metrics).toContain('api_proxy_tokens_total{provider="openai",model="gpt-5.5",type="input"} 210');
+    expect(metrics).toContain('api_proxy_tokens_total{provider="openai",model="gpt-5.5",type="cached_input"} 40');
+    expect(metrics).toContain('api_proxy_tokens_total{provider="openai",model="gpt-4o",type="output"} 3');
     expect(metrics).toMatch(/^api_proxy_usage_unknown_total 1$/m);
 
     await s.app.ledger.close();
     const lines = readFileSync(log, 'utf8').trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
     expect(lines).toHaveLength(8);
-    expect(lines[0]).toMatchObject({ transport: 'http', model: 'gpt-5.5', input: 100, cached_input: 40, output: 20, reasoning: 5, total: 120, status: 'completed' });
+    expect(lines[0]).toMatchObject({ provider: 'openai', transport: 'http', model: 'gpt-5.5', input: 100, cached_input: 40, output: 20, reasoning: 5, total: 120, status: 'completed' });
     expect(lines.map((l) => l.transport)).toEqual(['http', 'sse', 'http', 'sse', 'http', 'sse', 'websocket', 'websocket']);
     expect(lines[5]).toMatchObject({ model: 'gpt-4o', status: 'unknown', input: null, total: null });
-    for (const l of lines) expect(Object.keys(l).sort()).toEqual(['cached_input', 'input', 'model', 'output', 'reasoning', 'reqId', 'status', 'time', 'total', 'transport']);
+    for (const l of lines) expect(Object.keys(l).sort()).toEqual(['cache_write', 'cached_input', 'input', 'model', 'output', 'provider', 'reasoning', 'reqId', 'status', 'time', 'total', 'transport']);
     expect(readFileSync(log, 'utf8')).not.toContain('secret prompt');
     expect(readFileSync(log, 'utf8')).not.toContain(TEST_KEY.slice(8, 20));
   });
@@ -93,7 +93,7 @@ describe('counting, on every transport', () => {
     const u = await until(() => usageOf(t), (b) => Object.values(b.models as Record<string, { responses: number }>).reduce((a, m) => a + m.responses, 0) === 53);
     expect(Object.keys(u.models)).toHaveLength(51);
     expect(u.models.other.responses).toBe(3);
-    expect((await request(t.url).get('/metrics')).text.match(/api_proxy_tokens_total\{model="[^"]+",type="input"\}/g)).toHaveLength(51);
+    expect((await request(t.url).get('/metrics')).text.match(/api_proxy_tokens_total\{provider="openai",model="[^"]+",type="input"\}/g)).toHaveLength(51);
   });
 
   it('keeps what the agent names inert: a name with markup, or over 64 characters, is counted as other in /usage, the metrics and the usage log', async () => {

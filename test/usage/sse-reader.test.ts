@@ -44,6 +44,6 @@ describe('SseReader', () => {
 
   it('finds the usage in the terminal event', () => {
     const readings = read([stream('\n')]).map((d) => readEvent(JSON.parse(d))).filter(Boolean);
-    expect(readings).toEqual([{ model: 'gpt-5.5', status: 'completed', tokens: { input: 5, cached_input: 0, output: 3, reasoning: 0, total: 8 } }]);
+    expect(readings).toEqual([{ model: 'gpt-5.5', status: 'completed', tokens: { input: 5, cached_input: 0, cache_write: 0, output: 3, reasoning: 0, total: 8 } }]);
   });
 });

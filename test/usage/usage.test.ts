@@ -6,6 +6,7 @@ describe('tokensOf', () => {
     expect(tokensOf({ input_tokens: 100, input_tokens_details: { cached_tokens: 40 }, output_tokens: 30, output_tokens_details: { reasoning_tokens: 20 }, total_tokens: 130 })).toEqual({
       input: 100,
       cached_input: 40,
+      cache_write: 0,
       output: 30,
       reasoning: 20,
       total: 130,
@@ -16,11 +17,12 @@ describe('tokensOf', () => {
     expect(tokensOf({ prompt_tokens: 12, completion_tokens: 7, total_tokens: 19, prompt_tokens_details: { cached_tokens: 2 }, completion_tokens_details: { reasoning_tokens: 3 } })).toEqual({
       input: 12,
       cached_input: 2,
+      cache_write: 0,
       output: 7,
       reasoning: 3,
       total: 19,
     });
-    expect(tokensOf({ prompt_tokens: 8, total_tokens: 8 })).toEqual({ input: 8, cached_input: 0, output: 0, reasoning: 0, total: 8 });
+    expect(tokensOf({ prompt_tokens: 8, total_tokens: 8 })).toEqual({ input: 8, cached_input: 0, cache_write: 0, output: 0, reasoning: 0, total: 8 });
   });
 
   it('reads nothing from what is not a usage object, nor from counts that do not parse: unknown, never zero', () => {
@@ -31,7 +33,7 @@ describe('tokensOf', () => {
     expect(tokensOf({ input_tokens: 3 })).toBeNull();
     expect(tokensOf({ prompt_tokens: '9', completion_tokens: 1 })).toBeNull();
     // Embeddings report no completion tokens at all: that is 0, not unknown.
-    expect(tokensOf({ prompt_tokens: 9, total_tokens: 9 })).toEqual({ input: 9, cached_input: 0, output: 0, reasoning: 0, total: 9 });
+    expect(tokensOf({ prompt_tokens: 9, total_tokens: 9 })).toEqual({ input: 9, cached_input: 0, cache_write: 0, output: 0, reasoning: 0, total: 9 });
   });
 });
 
