@@ -111,8 +111,7 @@ export function createApp(config: Config, deps: AppDeps): ProxyApp {
         return;
       }
       // Unread bodies stay on the socket: close it rather than parse them as a next request.
-      sendError(res, err, ex.id, provider.errors, true);
-      ex.end({ status: err.status, code: err.code });
+      ex.end({ status: sendError(res, err, ex.id, provider.errors, true), code: err.code });
     }
 
     function handler(req: IncomingMessage, res: ServerResponse): void {
@@ -156,8 +155,7 @@ export function createApp(config: Config, deps: AppDeps): ProxyApp {
         admitted = admission.request(ex);
       } catch (err) {
         const error = err as ProxyError;
-        rejectUpgrade(socket, error, ex.id, provider.errors);
-        ex.end({ status: error.status, code: error.code });
+        ex.end({ status: rejectUpgrade(socket, error, ex.id, provider.errors), code: error.code });
         return;
       }
       tunnelUpgrade(upstream, wsPolicy, ex, socket, head, admitted.upstreamTarget, headersFor(ex));
@@ -167,8 +165,7 @@ export function createApp(config: Config, deps: AppDeps): ProxyApp {
       socket.on('error', () => socket.destroy());
       const ex = new Exchange(req, http, keyStore.key);
       const error = new ProxyError('bad_request_target', 'This is not a forward proxy: CONNECT is refused.');
-      rejectUpgrade(socket, error, ex.id, provider.errors);
-      ex.end({ status: error.status, code: error.code });
+      ex.end({ status: rejectUpgrade(socket, error, ex.id, provider.errors), code: error.code });
     }
 
     return { served, keyStore, handler, onUpgrade, onConnect };

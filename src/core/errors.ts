@@ -107,11 +107,12 @@ export type ErrorShape = (err: ProxyError) => ErrorAnswer;
 /** OpenAI's error shape, `{"error":{message,type,code}}`, with the contract's statuses. */
 export const openaiErrors: ErrorShape = (err) => ({ status: err.status, body: JSON.stringify({ error: err }), headers: err.headers() });
 
-export function sendError(res: ServerResponse, err: ProxyError, requestId: string, shape: ErrorShape, close = false): void {
+/** Answers with the error in the provider's shape; returns the status sent, for the exchange's record. */
+export function sendError(res: ServerResponse, err: ProxyError, requestId: string, shape: ErrorShape, close = false): number {
   if (res.headersSent) {
     // Too late for a status: cut the stream so the caller sees it did not complete.
     res.destroy(err);
-    return;
+    return err.status;
   }
   const answer = shape(err);
   res.writeHead(answer.status, {
@@ -122,4 +123,5 @@ export function sendError(res: ServerResponse, err: ProxyError, requestId: strin
     ...(close ? { connection: 'close' } : {}),
   });
   res.end(answer.body);
+  return answer.status;
 }

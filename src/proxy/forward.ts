@@ -241,8 +241,8 @@ class ForwardHandler implements Dispatcher.DispatchHandler {
     if (this.ex.ended) return;
     const error = toProxyError(err);
     // A body over the limit means the caller is still sending: close rather than read the rest.
-    sendError(this.res, error, this.ex.id, this.deps.errors, error.code === 'body_too_large' || error.code === 'upstream_timeout');
-    this.ex.end({ status: error.status, code: error.code, upstreamStatus: this.#status || undefined, cause: err });
+    const status = sendError(this.res, error, this.ex.id, this.deps.errors, error.code === 'body_too_large' || error.code === 'upstream_timeout');
+    this.ex.end({ status, code: error.code, upstreamStatus: this.#status || undefined, cause: err });
   }
 
   #sendRedactedError(raw: Buffer): void {

@@ -27,7 +27,8 @@ export function refuseUpgrade(socket: Duplex, status: number, headers: IncomingH
   socket.end(Buffer.concat([Buffer.from(responseHead(status, headers), 'latin1'), Buffer.from(body)]));
 }
 
-export function rejectUpgrade(socket: Duplex, err: ProxyError, requestId: string, shape: ErrorShape): void {
+/** Refuses an upgrade with the error in the provider's shape; returns the status sent. */
+export function rejectUpgrade(socket: Duplex, err: ProxyError, requestId: string, shape: ErrorShape): number {
   const { status, body, headers } = shape(err);
   refuseUpgrade(socket, status, {
     'content-type': 'application/json',
@@ -36,6 +37,7 @@ export function rejectUpgrade(socket: Duplex, err: ProxyError, requestId: string
     ...headers,
     connection: 'close',
   }, body);
+  return status;
 }
 
 /**
@@ -146,8 +148,9 @@ class UpgradeHandler implements Dispatcher.DispatchHandler {
   onResponseError(_c: Dispatcher.DispatchController, err: Error): void {
     if (this.ex.ended) return;
     const error = toProxyError(err);
-    if (this.#status === 0) rejectUpgrade(this.socket, error, this.ex.id, this.deps.errors);
+    let status = error.status;
+    if (this.#status === 0) status = rejectUpgrade(this.socket, error, this.ex.id, this.deps.errors);
     else this.socket.destroy();
-    this.ex.end({ status: error.status, code: error.code, upstreamStatus: this.#status || undefined, cause: err });
+    this.ex.end({ status, code: error.code, upstreamStatus: this.#status || undefined, cause: err });
   }
 }
