@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { fileURLToPath } from 'node:url';
 import { freePort } from '../testkit/squid.js';
 import { run } from '../testkit/run.js';
-import { startSidecar, type Sidecar } from './support/sidecar.js';
+import { startSidecar, TEST_ANTHROPIC_KEY, type Sidecar } from './support/sidecar.js';
 
 /**
  * dist/src/healthcheck.js: the image's HEALTHCHECK and Kubernetes' exec probes,
@@ -30,6 +30,18 @@ describe('the exec probe', () => {
   it('fails where nothing listens, and refuses a path it does not know with 64', async () => {
     expect(await probe({ HOST: '127.0.0.1', PORT: String(await freePort()) })).toBe(1);
     expect(await probe(env, '/metrics')).toBe(64);
+  });
+
+  it("with only Anthropic's key set, probes its port (ANTHROPIC_PORT), not PORT where nothing listens", async () => {
+    const only = await startSidecar({ OPENAI_API_KEY: '', ANTHROPIC_API_KEY: TEST_ANTHROPIC_KEY });
+    try {
+      const port = new URL(only.urls.anthropic!).port;
+      const dead = String(await freePort());
+      expect(await probe({ HOST: '127.0.0.1', PORT: dead, ANTHROPIC_PORT: port, ANTHROPIC_API_KEY_FILE: '/run/secrets/anthropic' })).toBe(0);
+      expect(await probe({ HOST: '127.0.0.1', PORT: dead, ANTHROPIC_PORT: port })).toBe(1);
+    } finally {
+      await only.close();
+    }
   });
 
   it('fails readiness while draining, and liveness still passes', async () => {

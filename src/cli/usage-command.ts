@@ -2,10 +2,11 @@
 // $GITHUB_STEP_SUMMARY or as the JSON of GET /usage. Loads nothing of the sidecar.
 import { parseArgs } from 'node:util';
 import { DISPLAYABLE_MODEL, MAX_MODEL_LABELS, OTHER_MODEL, type UsageSnapshot } from '../usage/ledger.js';
+import { firstServedPort } from '../providers/index.js';
 import { NO_TOKENS, type Tokens } from '../usage/usage.js';
 
 const EX_USAGE = 64;
-const USAGE = 'usage: api-proxy usage [--url URL] [--format markdown|json]   (default URL http://127.0.0.1:$PORT, port 10000)';
+const USAGE = 'usage: api-proxy usage [--url URL] [--format markdown|json]   (default URL http://127.0.0.1:$PORT, port 10000; $ANTHROPIC_PORT when only Anthropic is served)';
 const TIMEOUT_MS = 5000;
 
 const n = (v: number): string => v.toLocaleString('en-US');
@@ -80,7 +81,7 @@ export async function usageCommand(args: string[], env: NodeJS.ProcessEnv, out: 
       args,
       strict: true,
       options: {
-        url: { type: 'string', default: `http://127.0.0.1:${env.PORT || 10000}` },
+        url: { type: 'string', default: `http://127.0.0.1:${firstServedPort(env)}` },
         format: { type: 'string', default: 'markdown' },
         help: { type: 'boolean', short: 'h', default: false },
       },
