@@ -6,6 +6,8 @@ export interface ToolFields {
   type?: unknown;
   server_url?: unknown;
   connector_id?: unknown;
+  /** One of those keys came twice: servers differ on which wins, so ToolPolicy refuses it. */
+  duplicated?: true;
 }
 
 /**
@@ -29,21 +31,31 @@ export interface Scan {
 type Field = 'models' | 'types' | 'generate' | 'background' | 'max';
 
 // The Responses WebSocket puts a turn's fields at the top level; older shapes under `response`.
-const FIELDS: Record<string, Field> = {
-  model: 'models',
-  'response.model': 'models',
-  type: 'types',
-  generate: 'generate',
-  background: 'background',
-  'response.background': 'background',
-  max_output_tokens: 'max',
-  max_completion_tokens: 'max',
-  max_tokens: 'max',
-  'response.max_output_tokens': 'max',
-};
-/** Where the entries of a `tools` array sit. */
-const TOOL_ENTRIES = new Set(['tools.*', 'response.tools.*']);
-const TOOL_KEYS = new Set(['type', 'server_url', 'connector_id']);
+// Maps, not object literals: a body's key (`constructor`, `__proto__`) must find nothing it did not put there.
+const FIELDS = new Map<string, Field>([
+  ['model', 'models'],
+  ['response.model', 'models'],
+  ['type', 'types'],
+  ['generate', 'generate'],
+  ['background', 'background'],
+  ['response.background', 'background'],
+  ['max_output_tokens', 'max'],
+  ['max_completion_tokens', 'max'],
+  ['max_tokens', 'max'],
+  ['response.max_output_tokens', 'max'],
+]);
+/** Where tool-like entries sit: which of their keys are read, as which ToolFields, and a type they have by being there. */
+interface ToolEntry {
+  keys: ReadonlyMap<string, 'type' | 'server_url' | 'connector_id'>;
+  type?: string;
+}
+const TOOL: ToolEntry = { keys: new Map([['type', 'type'], ['server_url', 'server_url'], ['connector_id', 'connector_id']]) };
+const TOOL_ENTRIES = new Map<string, ToolEntry>([
+  ['tools.*', TOOL],
+  ['response.tools.*', TOOL],
+  // Anthropic's MCP connector: each entry's `url` is a server the upstream connects to.
+  ['mcp_servers.*', { keys: new Map([['url', 'server_url']]), type: 'mcp' }],
+]);
 /** No field of interest lies deeper than `response.tools.*.server_url`. */
 const MAX_DEPTH = 4;
 /** A kept string's cap: longer than any name or URL a policy admits, so a cut one still fails. */
@@ -86,6 +98,7 @@ export class BodyScanner {
   /** The field the string being read goes to, and what of it is kept. */
   #string: { put: (v: unknown) => void; text: string } | null = null;
   #tool: ToolFields | null = null;
+  #toolKeys: ToolEntry['keys'] = new Map();
   /** The nesting depth of the tool object being read: its fields are one key inside. */
   #toolDepth = Infinity;
 
@@ -158,7 +171,7 @@ export class BodyScanner {
   /** Where a value at `path` goes, if anywhere. */
   #sink(path: string | null): ((v: unknown) => void) | null {
     if (path === null) return null;
-    const field = FIELDS[path];
+    const field = FIELDS.get(path);
     if (field === 'max') {
       return (v) => {
         if (typeof v === 'number' && Number.isSafeInteger(v) && v >= 0) this.#scan.maxOutput = Math.max(this.#scan.maxOutput ?? 0, v);
@@ -167,9 +180,12 @@ export class BodyScanner {
     if (field) return (v) => this.#scan[field].push(v);
     // A field of the tool being read: directly inside its object.
     const tool = this.#tool;
-    const key = this.#levels[this.#levels.length - 1]?.key as keyof ToolFields;
-    if (tool && this.#levels.length === this.#toolDepth && TOOL_KEYS.has(key)) return (v) => (tool[key] = v);
-    return null;
+    const key = tool && this.#levels.length === this.#toolDepth ? this.#toolKeys.get(this.#levels[this.#levels.length - 1]!.key) : undefined;
+    if (!tool || !key) return null;
+    return (v) => {
+      if (tool[key] !== undefined) tool.duplicated = true;
+      tool[key] = v;
+    };
   }
 
   #token(token: Token): void {
@@ -187,8 +203,10 @@ export class BodyScanner {
         const path = this.#path();
         this.#sink(path)?.(NOT_A_STRING);
         this.#levels.push({ array: token.name === 'startArray', key: '' });
-        if (token.name === 'startObject' && path !== null && TOOL_ENTRIES.has(path)) {
-          this.#tool = {};
+        const entry = token.name === 'startObject' && path !== null ? TOOL_ENTRIES.get(path) : undefined;
+        if (entry) {
+          this.#tool = entry.type ? { type: entry.type } : {};
+          this.#toolKeys = entry.keys;
           this.#toolDepth = this.#levels.length;
           this.#scan.tools.push(this.#tool);
         }

@@ -7,8 +7,9 @@ type Obj = Record<string, unknown>;
 const isObj = (v: unknown): v is Obj => typeof v === 'object' && v !== null && !Array.isArray(v);
 
 /**
- * Hosted `mcp` tools make the upstream connect to a server on the agent's
- * behalf, around Squid: each must name a host in ALLOWED_MCP_SERVERS (exact,
+ * Hosted `mcp` tools (OpenAI's `tools`, Anthropic's `mcp_servers`) make the
+ * upstream connect to a server on the agent's behalf, around Squid: each must
+ * name a host in ALLOWED_MCP_SERVERS (exact,
  * case-insensitive, any port; `.example.com` admits it and its subdomains), or
  * a connector when the list holds `connectors`.
  */
@@ -32,6 +33,8 @@ export class ToolPolicy {
   /** Throws tool_not_allowed for the first `mcp` tool the list does not admit. */
   check(tools: readonly unknown[]): void {
     for (const tool of tools) {
+      // Which duplicate an upstream acts on is its own choice: a tool that could be read two ways is refused.
+      if (isObj(tool) && tool.duplicated === true) throw refusal('a tool that names its type, server_url or connector_id twice');
       if (!isObj(tool) || typeof tool.type !== 'string' || tool.type.toLowerCase() !== 'mcp') continue;
       if (tool.server_url !== undefined) {
         let host: string;

@@ -7,7 +7,8 @@ import type { Provider } from './provider.js';
 const FAMILIES: readonly Family[] = [
   { name: 'batches', prefix: ['messages', 'batches'] },
   // count_tokens costs nothing and answers no model output: a read, not a model call.
-  { name: 'messages', prefix: ['messages'], guardedShapes: [post([], true), post(['count_tokens'])] },
+  // Its `mcp_servers` are servers the upstream connects to: read always, guarded or not.
+  { name: 'messages', prefix: ['messages'], hostedTools: true, guardedShapes: [post([], true), post(['count_tokens'])] },
   { name: 'models', prefix: ['models'], guardedShapes: [get([]), get(['*'])] },
   { name: 'files', prefix: ['files'], multipart: true },
   ...['complete', 'skills', 'organizations'].map((name) => ({ name, prefix: [name] })),

@@ -177,6 +177,20 @@ describe('refusals on the Anthropic port, in its own shape', () => {
     await request(anthropicUrl(s)).post('/v1/messages').send({ model: 'claude-sonnet-4-5', max_tokens: 5, messages: [] }).expect(200);
   });
 
+  it("an MCP connector server (mcp_servers) off ALLOWED_MCP_SERVERS is 403 permission_error tool_not_allowed, guarded or not: the upstream would reach it around Squid", async () => {
+    for (const env of [{ ALLOWED_MCP_SERVERS: 'mcp.example.com' }, { ALLOWED_MCP_SERVERS: 'mcp.example.com', MAX_TOKENS: '1000000' }] as Record<string, string>[]) {
+      const s = await rig.sidecarWith(env);
+      const before = messagesTo().length;
+      const call = (servers: object[]) =>
+        request(anthropicUrl(s)).post('/v1/messages').send({ model: 'claude-sonnet-4-5', max_tokens: 5, messages: [], mcp_servers: servers });
+      refusal(await call([{ type: 'url', url: 'https://evil.test/mcp', name: 'e' }]), 403, 'permission_error', 'tool_not_allowed');
+      refusal(await call([{ type: 'url', url: 'https://mcp.example.com/sse', name: 'ok' }, { type: 'url', name: 'no-url' }]), 403, 'permission_error', 'tool_not_allowed');
+      refusal(await call([{ type: 'url', url: 'not a url', name: 'x' }]), 403, 'permission_error', 'tool_not_allowed');
+      expect(messagesTo().length).toBe(before);
+      await call([{ type: 'url', url: 'https://MCP.example.com:8443/sse', name: 'ok' }]).expect(200);
+    }
+  });
+
   it('PROXY_AUTH_TOKEN: the token as x-api-key passes; none is 401 invalid_request_error; a body too large is 413 request_too_large', async () => {
     const s = await rig.sidecarWith({ PROXY_AUTH_TOKEN: 'sandbox-token-123', MAX_BODY_BYTES: '1000' });
     refusal(await request(anthropicUrl(s)).post('/v1/messages').send({ model: 'm', messages: [] }), 401, 'invalid_request_error', 'proxy_auth_required');

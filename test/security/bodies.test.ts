@@ -120,6 +120,43 @@ describe('hosted mcp tools name only the servers ALLOWED_MCP_SERVERS lists, guar
   });
 });
 
+describe("a body's keys find only the fields the reader looks for", () => {
+  const PROTOTYPE_KEYS = '{"type":"response.create","model":"gpt-5.5","input":"hi","constructor":1,"toString":"x","__proto__":{"a":1},"hasOwnProperty":[],"tools":[{"constructor":1,"type":"function","name":"f"}]}';
+
+  it('constructor, __proto__ and toString as keys are plain data: scanned, and the call forwarded (they once threw inside the reader and the caller never got an answer)', async () => {
+    const scan = await scanBody(new HeldBody([Buffer.from(PROTOTYPE_KEYS)], PROTOTYPE_KEYS.length), undefined, 1 << 20);
+    expect(scan).not.toBeInstanceOf(ScanError);
+    expect(scan).toMatchObject({ models: ['gpt-5.5'], types: ['response.create'] });
+    const s = await sidecarWith({});
+    const res = await raw(s, '/v1/responses', { 'content-type': 'application/json' }, Buffer.from(PROTOTYPE_KEYS));
+    expect(res.status).toBe(200);
+  });
+
+  it('over the Responses WebSocket: the same message is sent upstream, and the sidecar lives on (it once threw out of the socket handler)', async () => {
+    const s = await sidecarWith({ MAX_TOKENS: '1000000' });
+    const { ws } = await openWebSocket(`${s.url.replace('http', 'ws')}/v1/responses`, {});
+    ws!.send(PROTOTYPE_KEYS);
+    await exchangeEvents(ws!, { type: 'response.create', model: 'gpt-5.5', input: [] }, 'response.completed');
+    ws!.terminate();
+    expect(fake.received.at(-1)!.messages[0]).toBe(PROTOTYPE_KEYS);
+    await request(s.url).get('/healthz').expect(200);
+  });
+
+  it('a tool naming its type, server_url or connector_id twice is refused with tool_not_allowed, whichever copy an upstream would read', async () => {
+    const s = await sidecarWith({ ALLOWED_MCP_SERVERS: 'mcp.example.com' });
+    const sent = mark();
+    for (const tool of [
+      '{"type":"mcp","server_url":"https://evil.test/","server_url":"https://mcp.example.com/"}',
+      '{"type":"mcp","type":"function","server_url":"https://evil.test/"}',
+      '{"type":"mcp","server_url":"https://mcp.example.com/","connector_id":"a","connector_id":"b"}',
+    ]) {
+      const body = Buffer.from(`{"model":"gpt-5.5","input":"hi","tools":[${tool}]}`);
+      expect(await raw(s, '/v1/responses', { 'content-type': 'application/json' }, body), tool).toEqual({ status: 403, code: 'tool_not_allowed' });
+    }
+    expect(sent()).toBe(0);
+  });
+});
+
 describe('over the Responses WebSocket, each message read as HTTP bodies are', () => {
   const refusalOf = async (s: Sidecar, send: (ws: import('ws').WebSocket) => void): Promise<{ reply: Record<string, unknown>; upstreamMessages: string[] }> => {
     const { ws } = await openWebSocket(`${s.url.replace('http', 'ws')}/v1/responses`, {});
