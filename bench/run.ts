@@ -25,13 +25,14 @@ import { until } from '../testkit/wait.js';
 import { createTestPki, type TestPki } from '../testkit/test-ca.js';
 
 const QUICK = process.argv.includes('--quick');
-/** `--only=squid,sse`: just those scenarios (start, plain, squid, rtt, sse, websocket, streams, cancel), to look at one closely. */
+/** `--only=squid,sse`: just those scenarios (start, plain, squid, rtt, sse, anthropic, websocket, streams, cancel), to look at one closely. */
 const ONLY = process.argv.find((a) => a.startsWith('--only='))?.slice('--only='.length).split(',');
 const runs = (key: string): boolean => !ONLY || ONLY.includes(key);
 const ROUNDS = QUICK ? 1 : 3;
 const SECONDS = QUICK ? 1 : 5;
 const STREAMS = QUICK ? 100 : 1000;
 const KEY = 'sk-proj-BENCHnotARealKey000000000000000000000000bench';
+const ANTHROPIC_KEY = 'sk-ant-api03-BENCHnotARealKey0000000000000000000bench';
 const here = (p: string): string => fileURLToPath(new URL(p, import.meta.url));
 const MAIN = here('../src/main.js');
 const NODE_PROXY = here('./baselines/node-proxy.js');
@@ -51,8 +52,8 @@ const plain = await startFakeUpstream({ keepReceived: false });
 const tls = await startFakeUpstream({ pki, keepReceived: false });
 const relay = await startDelayRelay(tls.port, 10);
 const squid: Squid = await startSquid({
-  allow: ['.openai.test'],
-  hosts: { 'api.openai.test': '127.0.0.1', 'slow.openai.test': '127.0.0.1' },
+  allow: ['.openai.test', '.anthropic.test'],
+  hosts: { 'api.openai.test': '127.0.0.1', 'slow.openai.test': '127.0.0.1', 'api.anthropic.test': '127.0.0.1' },
 });
 const trusted = new Agent({ connect: { ca: readFileSync(pki.caFile, 'utf8') } });
 
@@ -135,7 +136,7 @@ const nodeContender = (name: string, script: string, upstreamUrl: string, env: R
 /**
  * Every spend control on, none of them binding: budgets far past what a run
  * spends, the bench's model allowed, the counted routes and the bench's own
- * (`fake`, its large stream) forwarded, a usage log written. So the column is
+ * (`openai:fake`, its large stream: no family of OpenAI's table, so named with the provider) forwarded, a usage log written. So the column is
  * the cost of the gate (held and scanned bodies, reservations, the log), not
  * of refusals.
  */
@@ -143,7 +144,7 @@ const GUARDED = {
   MAX_TOKENS: String(1e15),
   MAX_REQUESTS: String(1e15),
   ALLOWED_MODELS: 'gpt-5.*',
-  ALLOWED_ROUTES: 'responses,models,fake',
+  ALLOWED_ROUTES: 'responses,models,openai:fake',
   USAGE_LOG_FILE: join(work, 'usage.jsonl'),
 };
 const GUARDED_NAME = 'api-proxy (guarded)';
@@ -153,6 +154,24 @@ const sidecar = (upstreamUrl: string, viaSquid: boolean, guarded = false): Conte
     ...(viaSquid ? { HTTPS_PROXY: squid.url, REQUIRE_EGRESS_PROXY: 'true' } : {}),
     ...(guarded ? GUARDED : {}),
   });
+
+/** The sidecar serving Anthropic only, its port the one measured; guarded like GUARDED, with Anthropic's routes and models. */
+const anthropicSidecar = (upstreamUrl: string, guarded = false): Contender => ({
+  name: guarded ? GUARDED_NAME : 'api-proxy',
+  start: async () => {
+    const port = await freePort();
+    return startProcess(process.execPath, [MAIN], {
+      ANTHROPIC_API_KEY: ANTHROPIC_KEY,
+      ANTHROPIC_UPSTREAM_URL: upstreamUrl,
+      ANTHROPIC_PORT: String(port),
+      HOST: '127.0.0.1',
+      NODE_EXTRA_CA_CERTS: pki.caFile,
+      HTTPS_PROXY: squid.url,
+      REQUIRE_EGRESS_PROXY: 'true',
+      ...(guarded ? { ...GUARDED, ALLOWED_MODELS: 'claude-*', ALLOWED_ROUTES: 'messages,models' } : {}),
+    }, port);
+  },
+});
 
 const nodeProxy = (name: string, upstreamUrl: string, tunnel?: 'pool' | 'per-request'): Contender =>
   nodeContender(name, NODE_PROXY, upstreamUrl, tunnel ? { HTTPS_PROXY: squid.url, TUNNEL: tunnel } : {});
@@ -331,12 +350,13 @@ async function httpScenario(scenario: string, contenders: Contender[], viaSquid:
 }
 
 /**
- * Time to first byte and per-event delay of a 200-event stream, 2 ms apart; then a 100 MB stream.
- * The stream is the Responses API's (created, deltas, completed with usage) answering a
- * POST /v1/responses: the sidecar reads it for usage as it passes, so its accounting is measured.
+ * Time to first byte and per-event delay of a 200-event stream, 2 ms apart; then (OpenAI's
+ * scenario) a 100 MB stream. The stream is the Responses API's (created, deltas, completed
+ * with usage) answering a POST /v1/responses, or Anthropic's Messages stream (message_start,
+ * deltas, message_delta) answering POST /v1/messages: the sidecar reads it for usage as it
+ * passes, so its accounting is measured.
  */
-async function sseScenario(contenders: Contender[]): Promise<void> {
-  const scenario = 'SSE over Squid (TLS)';
+async function sseScenario(contenders: Contender[], scenario = 'SSE over Squid (TLS)', path = '/v1/responses', large = true): Promise<void> {
   console.error(`# ${scenario}`);
   await rounds(contenders, async (c, run) => {
     const ttfb: number[] = [];
@@ -344,7 +364,7 @@ async function sseScenario(contenders: Contender[]): Promise<void> {
     // The first stream warms the JIT and opens the tunnel; it is not recorded.
     for (let i = -1; i < (QUICK ? 3 : 10); i++) {
       const start = performance.now();
-      const res = await request(`${run.url}/v1/responses`, {
+      const res = await request(`${run.url}${path}`, {
         method: 'POST',
         dispatcher: trusted,
         headers: { 'content-type': 'application/json', 'x-fake': 'events=200,interval=2' },
@@ -369,6 +389,7 @@ async function sseScenario(contenders: Contender[]): Promise<void> {
     delays.sort((a, b) => a - b);
     record(scenario, c.name, 'TTFB p50', 'ms', median(ttfb));
     record(scenario, c.name, 'per-event delay p99', 'ms', delays[Math.floor(delays.length * 0.99)]!);
+    if (!large) return;
 
     const bytes = QUICK ? 20e6 : 100e6;
     const t0 = performance.now();
@@ -501,6 +522,8 @@ async function startScenario(): Promise<void> {
 const tlsDirect = `https://127.0.0.1:${tls.port}`;
 const viaSquid = `https://api.openai.test:${tls.port}`;
 const slowViaSquid = `https://slow.openai.test:${relay.port}`;
+const anthropicViaSquid = `https://api.anthropic.test:${tls.port}`;
+const ANTHROPIC_SSE = 'Anthropic SSE over Squid (TLS)';
 try {
   // First, on a quiet machine: later scenarios leave Squid and the upstream tearing down thousands of tunnels.
   if (runs('start')) await startScenario();
@@ -525,6 +548,7 @@ try {
     nodeProxy('tunnel per request', slowViaSquid, 'per-request'),
   ], true);
   if (runs('sse')) await sseScenario([direct(tlsDirect), sidecar(viaSquid, true), sidecar(viaSquid, true, true), nodeProxy('node floor (pool)', viaSquid, 'pool'), nodeProxy('tunnel per request', viaSquid, 'per-request'), expressHpm(viaSquid, true)]);
+  if (runs('anthropic')) await sseScenario([direct(tlsDirect), anthropicSidecar(anthropicViaSquid), anthropicSidecar(anthropicViaSquid, true), nodeProxy('node floor (pool)', anthropicViaSquid, 'pool')], ANTHROPIC_SSE, '/v1/messages', false);
   if (runs('websocket')) await webSocketScenario([direct(tlsDirect), sidecar(viaSquid, true)]);
   if (runs('streams')) await manyStreamsScenario([sidecar(viaSquid, true), sidecar(viaSquid, true, true), nodeProxy('node floor (pool)', viaSquid, 'pool')]);
   if (runs('cancel')) await cancellationScenario([sidecar(viaSquid, true), nodeProxy('node floor (pool)', viaSquid, 'pool')]);
@@ -556,6 +580,7 @@ for (const [who, label] of [['api-proxy', ''], [GUARDED_NAME, ' (guarded)']] as 
   target(`Squid c=32 ≥ 0.9× node floor (pool)${label}`, value(s2, who, 'rps c=32') / value(s2, 'node floor (pool)', 'rps c=32'), (v) => v >= 0.9, x);
   target(`Squid c=1 p99 ≤ 1.5× node floor (pool)${label}`, value(s2, who, 'p99 c=1') / value(s2, 'node floor (pool)', 'p99 c=1'), (v) => v <= 1.5, x);
   target(`SSE per-event p99 added ≤ 1.5 ms${label}`, value(sse, who, 'per-event delay p99') - value(sse, 'direct', 'per-event delay p99'), (v) => v <= 1.5, ms);
+  target(`Anthropic SSE per-event p99 added ≤ 1.5 ms${label}`, value(ANTHROPIC_SSE, who, 'per-event delay p99') - value(ANTHROPIC_SSE, 'direct', 'per-event delay p99'), (v) => v <= 1.5, ms);
   target(`RSS per open stream ≤ 80 KB${label}`, value(many, who, 'RSS per open stream'), (v) => v <= 80, (v) => `${v.toFixed(1)} KB`);
   // Every round, not the median: one round that lost a stream is a failure.
   target(`all ${STREAMS} streams complete${label}`, least(valuesOf(many, who, 'completed')), (v) => v === STREAMS, (v) => String(v));
@@ -567,6 +592,7 @@ target('Plain c=32 ≥ 0.9× node floor', value(s1, 'api-proxy', 'rps c=32') / v
 target('CONNECTs per 1000 sequential requests ≤ 2', value(s2, 'api-proxy', 'CONNECTs per 1000 sequential'), (v) => v <= 2, (v) => v.toFixed(2));
 target('open tunnels ≤ concurrent requests (32)', value(s2, 'api-proxy', 'peak open tunnels (32 callers)'), (v) => v <= 32, (v) => v.toFixed(0));
 target('SSE TTFB added ≤ 1 ms', value(sse, 'api-proxy', 'TTFB p50') - value(sse, 'direct', 'TTFB p50'), (v) => v <= 1, ms);
+target('Anthropic SSE TTFB added ≤ 1 ms', value(ANTHROPIC_SSE, 'api-proxy', 'TTFB p50') - value(ANTHROPIC_SSE, 'direct', 'TTFB p50'), (v) => v <= 1, ms);
 target('idle RSS ≤ 60 MB', value('Start to ready', 'api-proxy', 'idle RSS at ready'), (v) => v <= 60, (v) => `${v.toFixed(1)} MB`);
 target('cancellation ≤ 1 s (max)', value('Cancellation over Squid', 'api-proxy', 'upstream closed after (max)'), (v) => v <= 1000, ms);
 target('start to ready ≤ 300 ms', value('Start to ready', 'api-proxy', 'start to ready'), (v) => v <= 300, ms);
