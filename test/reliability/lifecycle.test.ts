@@ -93,3 +93,45 @@ describe('SIGHUP key rotation under load', () => {
     await p.exited;
   });
 });
+
+describe('SIGHUP with two providers, each key from its file', () => {
+  it('rotates both; a bad new key keeps the old one and the log names its setting, never a key', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'rotate-'));
+    const openaiFile = join(dir, 'openai');
+    const anthropicFile = join(dir, 'anthropic');
+    const keys = { openai: ['sk-proj-FirstOpenaiKeyQwErTyUiOp', 'sk-proj-SecondOpenaiKeyAsDfGhJkL'], anthropic: ['sk-ant-api03-FirstAnthKeyZxCvBnMq', 'sk-ant-api03-SecondAnthKeyPoIuYtRe'] };
+    writeFileSync(openaiFile, keys.openai[0]!);
+    writeFileSync(anthropicFile, keys.anthropic[0]!);
+    const [port, anthropicPort] = [await freePort(), await freePort()];
+    const p = spawnMain({
+      OPENAI_API_KEY_FILE: openaiFile,
+      ANTHROPIC_API_KEY_FILE: anthropicFile,
+      UPSTREAM_URL: fake.url,
+      ANTHROPIC_UPSTREAM_URL: fake.url,
+      HOST: '127.0.0.1',
+      PORT: String(port),
+      ANTHROPIC_PORT: String(anthropicPort),
+    });
+    await p.waitFor('"provider":"anthropic"');
+    const sent = async (): Promise<{ openai: unknown; anthropic: unknown }> => {
+      await (await fetch(`http://127.0.0.1:${port}/v1/models`)).text();
+      const openai = fake.received.at(-1)!.headers.authorization;
+      await (await fetch(`http://127.0.0.1:${anthropicPort}/v1/models`)).text();
+      return { openai, anthropic: fake.received.at(-1)!.headers['x-api-key'] };
+    };
+    expect(await sent()).toEqual({ openai: `Bearer ${keys.openai[0]}`, anthropic: keys.anthropic[0] });
+
+    writeFileSync(openaiFile, keys.openai[1]!);
+    writeFileSync(anthropicFile, keys.anthropic[1]!);
+    p.child.kill('SIGHUP');
+    await until(sent, (k) => k.openai === `Bearer ${keys.openai[1]}` && k.anthropic === keys.anthropic[1]);
+
+    writeFileSync(anthropicFile, 'sk-placeholder');
+    p.child.kill('SIGHUP');
+    await p.waitFor('ANTHROPIC_API_KEY_FILE is a placeholder');
+    expect(await sent()).toEqual({ openai: `Bearer ${keys.openai[1]}`, anthropic: keys.anthropic[1] });
+    p.child.kill('SIGTERM');
+    await p.exited;
+    for (const key of [...keys.openai, ...keys.anthropic]) expect(p.stdout() + p.stderr()).not.toContain(key);
+  });
+});
