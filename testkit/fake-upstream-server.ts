@@ -5,7 +5,7 @@
  */
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { presentedKey } from '../src/policy/caller-auth.js';
+import { presentedKeys } from '../src/policy/caller-auth.js';
 import { fingerprint } from '../src/key.js';
 import { startFakeUpstream, type Received } from './fake-upstream.js';
 import { createTestPki, loadTestPki } from './test-ca.js';
@@ -17,7 +17,7 @@ const pki = existsSync(join(dir, 'ca.pem')) ? loadTestPki(dir) : await createTes
 const fake = await startFakeUpstream({ pki, listenHost: '0.0.0.0', port, keepAliveTimeoutMs: 120_000 });
 fake.on('request', (r: Received) => {
   // What arrived, and the fingerprint of the bearer it carried (never the bearer): the compose smoke test reads this.
-  const bearer = presentedKey(r.headers);
+  const [bearer] = presentedKeys(r.headers);
   console.log(JSON.stringify({ method: r.method, path: r.path, websocket: r.websocket, bearer: bearer ? fingerprint(bearer) : null }));
 });
 console.log(JSON.stringify({ listening: fake.port, ca: pki.caFile }));

@@ -279,6 +279,9 @@ describe('PROXY_AUTH_TOKEN', () => {
     [{ authorization: `Basic ${TOKEN}` }],
     [{ 'x-api-key': 'nope' }],
     [{ 'x-goog-api-key': 'nope' }],
+    [{ cookie: `other=1; ${TOKEN}` }],
+    [{ 'proxy-authorization': `Basic ${TOKEN}` }],
+    [{ 'x-api-key': `${TOKEN}x` }],
   ])('401 proxy_auth_required for %j, nothing upstream', async (headers) => {
     const res = await request(side.url).post('/v1/responses').set(headers).send({});
     expect(res.status).toBe(401);
@@ -286,7 +289,16 @@ describe('PROXY_AUTH_TOKEN', () => {
     expect(fake.received).toHaveLength(0);
   });
 
-  it.each([[{ authorization: `Bearer ${TOKEN}` }], [{ 'api-key': TOKEN }], [{ 'x-api-key': TOKEN }], [{ 'x-goog-api-key': TOKEN }]])(
+  it.each([
+    [{ authorization: `Bearer ${TOKEN}` }],
+    [{ 'api-key': TOKEN }],
+    [{ 'x-api-key': TOKEN }],
+    [{ 'x-goog-api-key': TOKEN }],
+    [{ 'proxy-authorization': `Bearer ${TOKEN}` }],
+    [{ cookie: `session=abc; token=${TOKEN}` }],
+    // Presented in any of the credential headers: another header's wrong value does not hide it.
+    [{ authorization: 'Bearer placeholder-of-the-agent', 'x-api-key': TOKEN }],
+  ])(
     'forwards with %j, sending the real key instead of the token',
     async (headers) => {
       const res = await request(side.url).post('/v1/responses').set(headers).send({});
