@@ -221,14 +221,21 @@ export class Ledger {
     const reporters = new Map<string, number>();
     for (const e of this.#models.values()) reporters.set(e.model, (reporters.get(e.model) ?? 0) + 1);
     // A name two providers reported is told apart by the provider, OpenAI's keeping the bare name it always had.
-    const keyOf = (e: { provider: string; model: string }): string =>
-      e.provider !== 'openai' && reporters.get(e.model)! > 1 ? `${e.provider}:${e.model}` : e.model;
+    // A name can be the agent's (a call that reported nothing counts under the model it asked for), so one
+    // such as `anthropic:claude-x` must not take another entry's key and hide it: no key is given twice.
+    const models: UsageSnapshot['models'] = {};
+    const entries = [...this.#models.values()].sort((a, b) => Number(b.provider === 'openai') - Number(a.provider === 'openai'));
+    for (const e of entries) {
+      let key = e.provider !== 'openai' && reporters.get(e.model)! > 1 ? `${e.provider}:${e.model}` : e.model;
+      while (Object.hasOwn(models, key)) key = `${e.provider}:${key}`;
+      models[key] = { provider: e.provider, ...copy(e) };
+    }
     return {
       since: this.since.toISOString(),
       requests: this.#requests,
       tokens: { ...this.#tokens },
       providers: Object.fromEntries([...this.#providers].map(([p, c]) => [p, copy(c)])),
-      models: Object.fromEntries([...this.#models.values()].map((e) => [keyOf(e), { provider: e.provider, ...copy(e) }])),
+      models,
       unknown: this.#unknown,
       budget: { maxTokens, maxRequests, usedTokens: this.usedTokens, usedRequests: this.#requests, exhausted: this.exhausted },
     };
