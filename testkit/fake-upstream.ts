@@ -5,13 +5,15 @@ import type { AddressInfo, Socket } from 'node:net';
 import { gzipSync } from 'node:zlib';
 import { WebSocketServer, type WebSocket } from 'ws';
 import { anthropicError, anthropicMessage, messageEvents } from './fake-anthropic.js';
+import { GEMINI_PATH, geminiChunks, geminiError, geminiResponse } from './fake-gemini.js';
 import type { TestPki } from './test-ca.js';
 
 /**
  * A fake OpenAI API: enough of /v1/models, /v1/responses (JSON, SSE and the
  * Responses WebSocket), /v1/chat/completions and /v1/files for the real Codex
  * CLI and openai SDK, recording what it received; and Anthropic's
- * /v1/messages (fake-anthropic.ts) for Claude Code and its SDK. A request header
+ * /v1/messages (fake-anthropic.ts) for Claude Code and its SDK, and Gemini's
+ * models/{model}:{method} (fake-gemini.ts). A request header
  * `x-fake: k=v,k=v` makes it misbehave:
  *   status=401|500|…   answer that status (401 echoes the masked key like OpenAI)
  *   gzip               gzip an error body
@@ -274,7 +276,8 @@ export async function startFakeUpstream(opts: FakeOptions = {}): Promise<FakeUps
 
     if (b.status) {
       const status = Number(b.status);
-      let payload = Buffer.from(JSON.stringify(path.startsWith('/v1/messages') ? anthropicError(status) : errorFor(status, req.headers)));
+      const error = path.startsWith('/v1/messages') ? anthropicError(status) : GEMINI_PATH.test(path) ? geminiError(status) : errorFor(status, req.headers);
+      let payload = Buffer.from(JSON.stringify(error));
       const headers: Record<string, string> = { 'content-type': 'application/json', 'x-request-id': 'req_upstream' };
       if (b.gzip) {
         payload = gzipSync(payload);
@@ -303,6 +306,22 @@ export async function startFakeUpstream(opts: FakeOptions = {}): Promise<FakeUps
       const u = { input, output, cacheRead: Number(b.cache_read ?? 0), cacheWrite: Number(b.cache_write ?? 0) };
       if (json.stream) return stream(res, b, messageEvents(model, deltas, u).map((e) => `event: ${e.event}\ndata: ${JSON.stringify(e.data)}\n\n`), rid);
       return sendJson(res, anthropicMessage(model, deltas, u));
+    }
+    const google = req.method === 'POST' ? GEMINI_PATH.exec(path) : null;
+    if (google) {
+      const [, geminiModel, method] = google as unknown as [string, string, string];
+      const deltas = deltasFor(b);
+      const u = usageFor(b, deltas);
+      if (method === 'countTokens') return sendJson(res, { totalTokens: u.input });
+      if (method === 'embedContent') return sendJson(res, { embedding: { values: [0.1, 0.2] } });
+      if (method === 'generateContent') return sendJson(res, geminiResponse(geminiModel, deltas, u));
+      const chunks = geminiChunks(geminiModel, deltas, u);
+      if (url.searchParams.get('alt') === 'sse') return stream(res, b, chunks.map((c) => `data: ${JSON.stringify(c)}\r\n\r\n`), rid);
+      // Without alt=sse the stream is one JSON array, written an element at a time.
+      res.writeHead(200, { 'content-type': 'application/json', 'x-request-id': 'req_upstream' });
+      for (const [i, c] of chunks.entries()) res.write(`${i === 0 ? '[' : ',\r\n'}${JSON.stringify(c)}`);
+      res.end(']');
+      return;
     }
     if (req.method === 'POST' && path === '/v1/messages/count_tokens') return sendJson(res, { input_tokens: usageFor(b, []).input });
     if (req.method === 'POST' && path === '/v1/responses') {

@@ -5,6 +5,7 @@ import { generate } from 'selfsigned';
 /** The host names the fake upstream answers for, as in a real deployment. */
 export const FAKE_HOST = 'api.openai.test';
 export const FAKE_ANTHROPIC_HOST = 'api.anthropic.test';
+export const FAKE_GEMINI_HOST = 'generativelanguage.googleapis.test';
 
 export interface TestPki {
   dir: string;
@@ -45,6 +46,7 @@ export async function createTestPki(dir: string): Promise<TestPki> {
           { type: 2, value: `*.openai.test` },
           { type: 2, value: FAKE_ANTHROPIC_HOST },
           { type: 2, value: `*.anthropic.test` },
+          { type: 2, value: FAKE_GEMINI_HOST },
           { type: 2, value: 'localhost' },
           { type: 7, ip: '127.0.0.1' },
         ],

@@ -6,7 +6,7 @@ import { ScanError, type Scan } from './body-scan.js';
 import { hasBody, isMultipart, readBody, scanBody, type HeldBody } from './body.js';
 import { callerAllowed } from './caller-auth.js';
 import { ModelPolicy } from './models.js';
-import { EPHEMERAL_KEYS, familyMiscased, routeLabel, routeOf, type Route } from './routes.js';
+import { EPHEMERAL_KEYS, routeLabel, routeOf, type Route } from './routes.js';
 import { requestTarget } from './target.js';
 import { ToolPolicy } from './tools.js';
 
@@ -74,12 +74,12 @@ export class Admission {
       throw new ProxyError('body_too_large', `The request body is over ${config.maxBodyBytes} bytes.`);
     }
     // An upstream that routes `/v1/Responses` as `/v1/responses` would see another route than the table does.
-    if (familyMiscased(route, target.segments)) {
-      throw new ProxyError('bad_request_target', 'Route names are lower case, such as /v1/responses.');
+    if (route.miscased) {
+      throw new ProxyError('bad_request_target', 'Route names are spelled as the API spells them, such as /v1/responses.');
     }
     this.#routeAllowed(route, method);
-    // A model in the query string is read by some servers: it must pass too.
-    if (this.models) this.models.checkAll(queryModels(target.query));
+    // A model in the query string is read by some servers, and Google's APIs name it in the path: each must pass too.
+    if (this.models) this.models.checkAll([...queryModels(target.query), ...(route.pathModel === undefined ? [] : [route.pathModel])]);
     this.ledger.admit(false); // spent: refused before anything is read or sent
     return { upstreamTarget: target.path + target.query, route };
   }
@@ -113,7 +113,7 @@ export class Admission {
     if (route.shape?.modelCall === true) {
       if (hasBody(req) && (this.config.guarded || route.entry?.hostedTools === true)) return this.#modelCall(ex, route, counts);
       const declared = Number(req.headers['content-length'] ?? 0);
-      return { call: { reservation: this.ledger.reserve(ex.id, estimate(null, declared, this.config.reserveTokens), counts, this.served.provider.name), model: undefined } };
+      return { call: { reservation: this.ledger.reserve(ex.id, estimate(null, declared, this.config.reserveTokens), counts, this.served.provider.name), model: route.pathModel } };
     }
     if (!this.models || !hasBody(req) || isMultipart(req)) {
       this.ledger.admit(counts);
@@ -140,7 +140,7 @@ export class Admission {
       }
     }
     const read = scan instanceof ScanError ? null : scan;
-    const model = read?.models.find((m): m is string => typeof m === 'string');
+    const model = route.pathModel ?? read?.models.find((m): m is string => typeof m === 'string');
     const reservation = this.ledger.reserve(ex.id, estimate(read, raw.length, this.config.reserveTokens), counts, this.served.provider.name);
     return { raw, call: { reservation, model } };
   }

@@ -22,7 +22,7 @@ export interface Scan {
   types: unknown[];
   generate: unknown[];
   background: unknown[];
-  /** The largest output limit the request sets (`max_output_tokens`, `max_completion_tokens`, `max_tokens`), or null. */
+  /** The largest output limit the request sets (`max_output_tokens`, `max_completion_tokens`, `max_tokens`, Gemini's `generationConfig.maxOutputTokens`), or null. */
   maxOutput: number | null;
   /** Decoded bytes read. */
   bytes: number;
@@ -43,6 +43,8 @@ const FIELDS = new Map<string, Field>([
   ['max_completion_tokens', 'max'],
   ['max_tokens', 'max'],
   ['response.max_output_tokens', 'max'],
+  // Gemini's output limit sits in its generation settings.
+  ['generationConfig.maxOutputTokens', 'max'],
 ]);
 /** Where tool-like entries sit: which of their keys are read, as which ToolFields, and a type they have by being there. */
 interface ToolEntry {

@@ -14,8 +14,13 @@ export interface Shape {
 
 export interface Family {
   name: string;
-  /** The path's first segments under the base path. */
+  /** The path's first segments under the base path; `*` matches any one (an API version). */
   prefix: readonly string[];
+  /**
+   * Google's custom methods: the family's paths end in one segment
+   * `{model}:{method}`, the method one of these, and the model is named there.
+   */
+  methods?: readonly string[];
   /**
    * When guarded, only these shapes of the family pass; a family without a list
    * passes whole once allowed. The counted families are narrow on purpose:
@@ -44,6 +49,10 @@ export interface Route {
   entry: Family | undefined;
   /** The guarded shape it matches, if its family has a list. */
   shape: Shape | undefined;
+  /** The model the path names (`models/{model}:{method}`), for a family with methods. */
+  pathModel?: string;
+  /** The family's defining segments (or its method) were sent in another case than the table's. */
+  miscased: boolean;
 }
 
 const matches = (pattern: readonly string[], segments: readonly string[]): boolean =>
@@ -57,17 +66,23 @@ const matches = (pattern: readonly string[], segments: readonly string[]): boole
 export function routeOf(families: readonly Family[], method: string, segments: readonly string[]): Route {
   const lower = segments.map((s) => s.toLowerCase());
   for (const entry of families) {
-    if (!entry.prefix.every((p, i) => lower[i] === p)) continue;
+    if (!entry.prefix.every((p, i) => (p === '*' ? lower[i] !== undefined : lower[i] === p))) continue;
     const rest = segments.slice(entry.prefix.length);
+    let miscased = entry.prefix.some((p, i) => p !== '*' && segments[i] !== p);
+    let pathModel: string | undefined;
+    if (entry.methods) {
+      const last = rest.length === 1 ? rest[0]! : '';
+      const colon = last.lastIndexOf(':');
+      const sent = last.slice(colon + 1);
+      const known = colon > 0 ? entry.methods.find((m) => m.toLowerCase() === sent.toLowerCase()) : undefined;
+      if (known === undefined) continue;
+      miscased ||= known !== sent;
+      pathModel = last.slice(0, colon);
+    }
     const shape = entry.guardedShapes?.find((s) => s.method === method && matches(s.rest, rest));
-    return { family: entry.name, entry, shape };
+    return { family: entry.name, entry, shape, pathModel, miscased };
   }
-  return { family: lower[0] ?? '', entry: undefined, shape: undefined };
-}
-
-/** True when the family's defining segments were sent in another case than the table's. */
-export function familyMiscased(route: Route, segments: readonly string[]): boolean {
-  return route.entry !== undefined && route.entry.prefix.some((p, i) => segments[i] !== p);
+  return { family: lower[0] ?? '', entry: undefined, shape: undefined, miscased: false };
 }
 
 /** A bounded label for metrics: the known family's path under the base, else `other`. */

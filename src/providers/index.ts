@@ -1,11 +1,12 @@
 import { anthropic } from './anthropic.js';
+import { gemini } from './gemini.js';
 import { openai } from './openai.js';
 import type { Provider } from './provider.js';
 
 export type { Provider, ProviderName } from './provider.js';
 
 /** Every provider the sidecar knows, in the order their settings are checked and their ports listed. */
-export const PROVIDERS: readonly Provider[] = [openai, anthropic];
+export const PROVIDERS: readonly Provider[] = [openai, anthropic, gemini];
 
 /**
  * The port of the first provider whose key (or key file) is set, as the

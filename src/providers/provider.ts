@@ -3,7 +3,7 @@ import type { Family } from '../policy/routes.js';
 import type { UsageReader } from '../usage/usage.js';
 
 /** The providers this sidecar serves, each on its own port; a bounded label everywhere usage shows. */
-export type ProviderName = 'openai' | 'anthropic';
+export type ProviderName = 'openai' | 'anthropic' | 'gemini';
 
 /**
  * Everything that differs between one model API and another, as data: where

@@ -1,7 +1,7 @@
 import { afterAll, beforeAll } from 'vitest';
 import { startFakeUpstream, type FakeUpstream } from '../../testkit/fake-upstream.js';
 import { SQUID_BIN, startSquid, type Squid } from '../../testkit/squid.js';
-import { FAKE_ANTHROPIC_HOST } from '../../testkit/test-ca.js';
+import { FAKE_ANTHROPIC_HOST, FAKE_GEMINI_HOST } from '../../testkit/test-ca.js';
 import { startSidecar, TEST_ANTHROPIC_KEY, testPki, type Sidecar } from './sidecar.js';
 
 export interface SquidRig {
@@ -37,7 +37,10 @@ export function squidRig(): SquidRig {
   } as SquidRig;
   beforeAll(async () => {
     rig.fake = await startFakeUpstream({ pki: testPki() });
-    rig.squid = await startSquid({ allow: ['.openai.test', '.anthropic.test'], hosts: { 'api.openai.test': '127.0.0.1', [FAKE_ANTHROPIC_HOST]: '127.0.0.1' } });
+    rig.squid = await startSquid({
+      allow: ['.openai.test', '.anthropic.test', FAKE_GEMINI_HOST],
+      hosts: { 'api.openai.test': '127.0.0.1', [FAKE_ANTHROPIC_HOST]: '127.0.0.1', [FAKE_GEMINI_HOST]: '127.0.0.1' },
+    });
   });
   afterAll(async () => {
     await Promise.all(sidecars.map((s) => s.close()));
