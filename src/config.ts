@@ -217,7 +217,8 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
     const { key: keyName, upstream: upstreamName, port: portName, basePath: baseName } = provider.settings;
     const resolved = resolveKey(input, keyName, setting(keyName) as string | undefined, setting(`${keyName}_FILE`) as string | undefined);
     if (!resolved) continue;
-    const upstreamUrl = setting(upstreamName) as string;
+    const upstreamUrl = setting(upstreamName) as string | undefined;
+    if (upstreamUrl === undefined) throw new ConfigError(`${upstreamName}: is missing (required with ${keyName})`);
     const upstream = new URL(upstreamUrl);
     const egressProxy = proxyFor(upstream, proxies);
     if (e.REQUIRE_EGRESS_PROXY && !egressProxy) {

@@ -131,7 +131,8 @@ describe('loadConfig', () => {
     [{ ANTHROPIC_API_KEY: ANT_KEY, ANTHROPIC_PORT: '10000' }, 'ANTHROPIC_PORT: 10000 is also PORT'],
     [{ ANTHROPIC_API_KEY: ANT_KEY, ANTHROPIC_UPSTREAM_URL: 'https://api.anthropic.com/v1' }, 'ANTHROPIC_UPSTREAM_URL: must be an origin only'],
     [{ OPENAI_API_KEY: '', ANTHROPIC_API_KEY: '' }, 'OPENAI_API_KEY: is empty'],
-    [{ ALLOWED_ROUTES: 'azure:chat' }, 'ALLOWED_ROUTES: "azure:chat" is not a route family name'],
+    [{ ALLOWED_ROUTES: 'bedrock:chat' }, 'ALLOWED_ROUTES: "bedrock:chat" is not a route family name'],
+    [{ AZURE_OPENAI_API_KEY: 'azure-key-0123456789abcdef' }, 'AZURE_OPENAI_ENDPOINT: is missing (required with AZURE_OPENAI_API_KEY)'],
   ])('refuses %j, naming the variable and never the key', (env, reason) => {
     const message = fail({ OPENAI_API_KEY: KEY, ...env });
     expect(message).toContain(reason);
@@ -139,7 +140,7 @@ describe('loadConfig', () => {
   });
 
   it('with no provider key at all, names every key it would take', () => {
-    expect(fail({})).toBe("OPENAI_API_KEY: is missing (set it, or OPENAI_API_KEY_FILE, or another provider's key: ANTHROPIC_API_KEY, GEMINI_API_KEY)");
+    expect(fail({})).toBe("OPENAI_API_KEY: is missing (set it, or OPENAI_API_KEY_FILE, or another provider's key: ANTHROPIC_API_KEY, GEMINI_API_KEY, AZURE_OPENAI_API_KEY)");
   });
 
   it('ALLOWED_ROUTES: a bare family applies to each provider that has it, provider:family to that provider only', () => {

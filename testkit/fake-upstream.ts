@@ -13,7 +13,8 @@ import type { TestPki } from './test-ca.js';
  * Responses WebSocket), /v1/chat/completions and /v1/files for the real Codex
  * CLI and openai SDK, recording what it received; and Anthropic's
  * /v1/messages (fake-anthropic.ts) for Claude Code and its SDK, and Gemini's
- * models/{model}:{method} (fake-gemini.ts). A request header
+ * models/{model}:{method} (fake-gemini.ts), and OpenAI's routes as Azure
+ * serves them (/openai/v1/…, /openai/deployments/{deployment}/…). A request header
  * `x-fake: k=v,k=v` makes it misbehave:
  *   status=401|500|…   answer that status (401 echoes the masked key like OpenAI)
  *   gzip               gzip an error body
@@ -272,7 +273,9 @@ export async function startFakeUpstream(opts: FakeOptions = {}): Promise<FakeUps
     const b = behaviour(req.headers);
     if (b.delay) await sleep(Number(b.delay));
     const url = new URL(req.url ?? '/', 'http://fake');
-    const path = url.pathname;
+    // Azure serves OpenAI's API under /openai/v1/, /openai/deployments/{deployment}/ and /openai/.
+    const azure = /^\/openai\/(?:v1\/|deployments\/([^/]+)\/)?(.+)$/.exec(url.pathname);
+    const path = azure ? `/v1/${azure[2]}` : url.pathname;
 
     if (b.status) {
       const status = Number(b.status);
@@ -296,7 +299,7 @@ export async function startFakeUpstream(opts: FakeOptions = {}): Promise<FakeUps
         return;
       }
     }
-    const model = String(json.model ?? 'gpt-5.5');
+    const model = String(azure?.[1] ?? json.model ?? 'gpt-5.5');
     const rid = String(req.headers['x-request-id'] ?? '');
     if (b.bigheader) res.setHeader('x-fake-big', 'b'.repeat(Number(b.bigheader)));
 

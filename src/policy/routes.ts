@@ -21,6 +21,8 @@ export interface Family {
    * `{model}:{method}`, the method one of these, and the model is named there.
    */
   methods?: readonly string[];
+  /** The index of the segment that names the model (Azure's `deployments/{deployment}`). */
+  modelSegment?: number;
   /**
    * When guarded, only these shapes of the family pass; a family without a list
    * passes whole once allowed. The counted families are narrow on purpose:
@@ -79,6 +81,7 @@ export function routeOf(families: readonly Family[], method: string, segments: r
       miscased ||= known !== sent;
       pathModel = last.slice(0, colon);
     }
+    if (entry.modelSegment !== undefined) pathModel = segments[entry.modelSegment];
     const shape = entry.guardedShapes?.find((s) => s.method === method && matches(s.rest, rest));
     return { family: entry.name, entry, shape, pathModel, miscased };
   }

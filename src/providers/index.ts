@@ -1,4 +1,5 @@
 import { anthropic } from './anthropic.js';
+import { azure } from './azure.js';
 import { gemini } from './gemini.js';
 import { openai } from './openai.js';
 import type { Provider } from './provider.js';
@@ -6,7 +7,7 @@ import type { Provider } from './provider.js';
 export type { Provider, ProviderName } from './provider.js';
 
 /** Every provider the sidecar knows, in the order their settings are checked and their ports listed. */
-export const PROVIDERS: readonly Provider[] = [openai, anthropic, gemini];
+export const PROVIDERS: readonly Provider[] = [openai, anthropic, gemini, azure];
 
 /**
  * The port of the first provider whose key (or key file) is set, as the

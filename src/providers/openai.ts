@@ -4,7 +4,7 @@ import { mayHoldUsage, readBody, readEvent, type Reading } from '../usage/usage.
 import type { Provider } from './provider.js';
 
 /** Checked in order: the credential-minting routes come before the families they sit in. */
-const FAMILIES: readonly Family[] = [
+export const OPENAI_FAMILIES: readonly Family[] = [
   // Each answers with a bearer token usable from anywhere: the one thing the sandbox exists to prevent.
   { name: EPHEMERAL_KEYS, prefix: ['realtime', 'client_secrets'] },
   { name: EPHEMERAL_KEYS, prefix: ['realtime', 'sessions'] },
@@ -53,7 +53,7 @@ export const openai: Provider = {
   name: 'openai',
   settings: { key: 'OPENAI_API_KEY', port: 'PORT', upstream: 'UPSTREAM_URL', basePath: 'UPSTREAM_BASE_PATH' },
   defaults: { port: 10000, upstream: 'https://api.openai.com', basePath: '/v1' },
-  families: FAMILIES,
+  families: OPENAI_FAMILIES,
   guardedRoutes: ['responses', 'chat', 'completions', 'embeddings', 'models'],
   credential: (key) => ['authorization', `Bearer ${key}`],
   billingHeaders: true,

@@ -104,7 +104,7 @@ describe.skipIf(why !== null)(`the compose sandbox, offline${why ? ` (skipped: $
     expect(await inspect('api-proxy:local', '{{json .Config.Healthcheck.Test}}')).toBe('["CMD","node","dist/src/healthcheck.js"]');
     const noKey = await sh('docker', ['run', '--rm', '--read-only', '--network', 'none', 'api-proxy:local']);
     expect(noKey.code).toBe(78);
-    expect(noKey.stderr.trim().split('\n')).toEqual(['api-proxy: configuration error: OPENAI_API_KEY: is missing (set it, or OPENAI_API_KEY_FILE, or another provider\'s key: ANTHROPIC_API_KEY, GEMINI_API_KEY)']);
+    expect(noKey.stderr.trim().split('\n')).toEqual(['api-proxy: configuration error: OPENAI_API_KEY: is missing (set it, or OPENAI_API_KEY_FILE, or another provider\'s key: ANTHROPIC_API_KEY, GEMINI_API_KEY, AZURE_OPENAI_API_KEY)']);
     const noProxy = await sh('docker', ['run', '--rm', '--read-only', '--network', 'none', '-e', `OPENAI_API_KEY=${key}`, 'api-proxy:local']);
     expect(noProxy.code).toBe(78);
     expect(noProxy.stderr).toMatch(/^api-proxy: configuration error: REQUIRE_EGRESS_PROXY/);

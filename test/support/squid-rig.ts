@@ -39,7 +39,7 @@ export function squidRig(): SquidRig {
     rig.fake = await startFakeUpstream({ pki: testPki() });
     rig.squid = await startSquid({
       allow: ['.openai.test', '.anthropic.test', FAKE_GEMINI_HOST],
-      hosts: { 'api.openai.test': '127.0.0.1', [FAKE_ANTHROPIC_HOST]: '127.0.0.1', [FAKE_GEMINI_HOST]: '127.0.0.1' },
+      hosts: { 'api.openai.test': '127.0.0.1', 'azure.openai.test': '127.0.0.1', [FAKE_ANTHROPIC_HOST]: '127.0.0.1', [FAKE_GEMINI_HOST]: '127.0.0.1' },
     });
   });
   afterAll(async () => {
