@@ -5,8 +5,10 @@ import { basename, dirname } from 'node:path';
 export type KeySource = 'env' | 'file';
 
 // Values people leave in templates and examples; sent upstream they only earn a 401.
+// A provider's prefix (`sk-`, `sk-ant-`) may come first; "placeholder" anywhere (`sk-ant-api-proxy-placeholder`, what
+// `agent-config claude` gives agents) is never a real key.
 const PLACEHOLDER =
-  /^(sk-)?(placeholder.*|your[-_]?(openai[-_]?)?(api[-_]?)?key.*|x{4,}.*|\*+|changeme|change[-_]me|replace[-_]?me|dummy.*|none|null|undefined|<.*>|\$\{.*\}|\$[a-z_]+)$/i;
+  /^(sk-([a-z0-9]+-)*)?(placeholder.*|your[-_]?([a-z]+[-_]?)?(api[-_]?)?key.*|x{4,}.*|\*+|changeme|change[-_]me|replace[-_]?me|dummy.*|none|null|undefined|<.*>|\$\{.*\}|\$[a-z_]+)$|placeholder/i;
 // Any whitespace or control character inside a key corrupts the header.
 // eslint-disable-next-line no-control-regex
 const BAD_CHARS = /[\s\x00-\x1f\x7f]/;

@@ -125,6 +125,9 @@ describe('loadConfig', () => {
 
   it.each([
     [{ ANTHROPIC_API_KEY: 'sk-placeholder' }, 'ANTHROPIC_API_KEY: is a placeholder'],
+    [{ ANTHROPIC_API_KEY: 'sk-ant-api-proxy-placeholder' }, 'ANTHROPIC_API_KEY: is a placeholder'],
+    [{ ANTHROPIC_API_KEY: 'your-anthropic-api-key' }, 'ANTHROPIC_API_KEY: is a placeholder'],
+    [{ GEMINI_API_KEY: 'your_gemini_key' }, 'GEMINI_API_KEY: is a placeholder'],
     [{ ANTHROPIC_API_KEY: 'sk-ant two' }, 'ANTHROPIC_API_KEY: contains whitespace'],
     [{ ANTHROPIC_API_KEY: ANT_KEY, ANTHROPIC_API_KEY_FILE: '/nonexistent' }, 'ANTHROPIC_API_KEY: is set together with ANTHROPIC_API_KEY_FILE'],
     [{ ANTHROPIC_API_KEY_FILE: '/nonexistent/key' }, 'ANTHROPIC_API_KEY_FILE: /nonexistent/key cannot be read (ENOENT)'],

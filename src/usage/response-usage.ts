@@ -3,7 +3,7 @@ import type { Transform } from 'node:stream';
 import { bodyDecoder, decodeBody, isIdentity } from '../core/content-encoding.js';
 import type { Reservation } from './ledger.js';
 import { SseReader } from './sse-reader.js';
-import { unknownReading, type Reading, type UsageReader } from './usage.js';
+import { UNKNOWN_MODEL, unknownReading, type Reading, type UsageReader } from './usage.js';
 
 /** Reads a copy of one response body as it flows to the caller; `finish` counts it, once. */
 export interface ResponseUsage {
@@ -32,8 +32,11 @@ export function responseUsage(
 ): ResponseUsage {
   const encoding = headers['content-encoding'];
   let model: string | undefined;
+  // The model the answer reports; else the one it named early, else the one asked for.
   const count = (transport: 'http' | 'sse', reading: Reading | null): void => {
-    reservation.record(transport, reading ?? unknownReading(model ?? asked));
+    const named = model ?? asked;
+    if (!reading) reservation.record(transport, unknownReading(named));
+    else reservation.record(transport, reading.model === UNKNOWN_MODEL && named !== undefined ? { ...reading, model: named } : reading);
   };
 
   if (String(headers['content-type'] ?? '').startsWith('text/event-stream')) {

@@ -28,7 +28,7 @@ export interface Reading {
 }
 
 export const NO_TOKENS: Readonly<Tokens> = Object.freeze({ input: 0, cached_input: 0, cache_write: 0, output: 0, reasoning: 0, total: 0 });
-const UNKNOWN_MODEL = 'unknown';
+export const UNKNOWN_MODEL = 'unknown';
 
 /** A response whose usage could not be read, under the model it named, if any. */
 export const unknownReading = (model = UNKNOWN_MODEL): Reading => ({ model, status: 'unknown', tokens: null });
