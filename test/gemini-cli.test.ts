@@ -5,7 +5,7 @@ import { createAgentNamespace, netnsUnavailable, type Namespace } from '../testk
 import type { Squid } from '../testkit/squid.js';
 import { FAKE_GEMINI_HOST, FAKE_HOST } from '../testkit/test-ca.js';
 import { shippedEgressUnavailable, startShippedEgress, type ShippedEgress } from './support/egress.js';
-import { startSidecar, TEST_KEY, type Sidecar } from './support/sidecar.js';
+import { startSidecar, TEST_GEMINI_KEY, TEST_KEY, type Sidecar } from './support/sidecar.js';
 
 /**
  * The real Gemini CLI in a network namespace whose only peer is the sidecar:
@@ -14,7 +14,6 @@ import { startSidecar, TEST_KEY, type Sidecar } from './support/sidecar.js';
  */
 const why = netnsUnavailable() ?? shippedEgressUnavailable();
 if (why && process.env.API_PROXY_REQUIRE_ALL === '1') throw new Error(`Gemini CLI end-to-end test cannot run: ${why}`);
-const TEST_GEMINI_KEY = 'AIzaSyCliGeminiKeyZxCvBnMqWeRtYuIoPaSdF';
 
 describe.skipIf(why !== null)(`Gemini CLI end to end${why ? ` (skipped: ${why})` : ''}`, () => {
   let ns: Namespace;

@@ -3,7 +3,7 @@ import request from 'supertest';
 import { beforeAll, describe, expect, it } from 'vitest';
 import type { FakeUpstream } from '../../testkit/fake-upstream.js';
 import { until } from '../../testkit/wait.js';
-import { TEST_KEY, type Sidecar } from '../support/sidecar.js';
+import { TEST_AZURE_KEY, TEST_KEY, type Sidecar } from '../support/sidecar.js';
 import { squidRig } from '../support/squid-rig.js';
 
 /**
@@ -11,7 +11,6 @@ import { squidRig } from '../support/squid-rig.js';
  * the key as `api-key`, the openai SDK's AzureOpenAI client. The fake at
  * api.openai.test answers Azure's paths too.
  */
-const TEST_AZURE_KEY = 'AzureTestKey0a1b2c3d4e5f6a7b8c9d0e1f2a3b';
 const rig = squidRig();
 let fake: FakeUpstream;
 beforeAll(() => {

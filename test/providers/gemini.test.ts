@@ -4,14 +4,13 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import type { FakeUpstream, Received } from '../../testkit/fake-upstream.js';
 import { FAKE_GEMINI_HOST } from '../../testkit/test-ca.js';
 import { until } from '../../testkit/wait.js';
-import { TEST_ANTHROPIC_KEY, TEST_KEY, type Sidecar } from '../support/sidecar.js';
+import { TEST_ANTHROPIC_KEY, TEST_GEMINI_KEY, TEST_KEY, type Sidecar } from '../support/sidecar.js';
 import { squidRig } from '../support/squid-rig.js';
 
 /**
  * Gemini through the same core: sidecar → Squid → the TLS fake at
  * generativelanguage.googleapis.test, with Google's @google/genai SDK.
  */
-const TEST_GEMINI_KEY = 'AIzaSyTestGeminiKeyQwErTyUiOpAsDfGhJkLz';
 const rig = squidRig();
 let fake: FakeUpstream;
 beforeAll(() => {

@@ -17,10 +17,14 @@ import { loadTestPki, type TestPki } from '../../testkit/test-ca.js';
 export const TEST_KEY = 'sk-proj-Q7vXmLkRtZwHsJdNfGpYcBqWeUaToKiMxPzVnLbCr';
 /** Anthropic's key shape; its own random tail, so a sweep tells which key leaked. */
 export const TEST_ANTHROPIC_KEY = 'sk-ant-api03-Wm4TzRq8VbKx2NcJh7PyLd5GsFe9XuAo3HiBk6QnMt';
+export const TEST_GEMINI_KEY = 'AIzaSyTestR7kQ2mX9vL4bN8cW1dH6pK3sT5gY0fJ';
+export const TEST_AZURE_KEY = 'AzureTestKey7Fq2Lm9Xv4Rb8Nc1Wd6Hp3Ks5Tg0Y';
 /** Every key a test sidecar may hold, with the prefix that is no secret: global-setup.ts sweeps for each. */
 export const TEST_KEYS = [
   { key: TEST_KEY, prefix: 'sk-proj-' },
   { key: TEST_ANTHROPIC_KEY, prefix: 'sk-ant-api03-' },
+  { key: TEST_GEMINI_KEY, prefix: 'AIzaSyTest' },
+  { key: TEST_AZURE_KEY, prefix: 'AzureTestKey' },
 ];
 
 export function testPki(): TestPki {
