@@ -53,7 +53,7 @@ export interface Route {
   shape: Shape | undefined;
   /** The model the path names (`models/{model}:{method}`), for a family with methods. */
   pathModel?: string;
-  /** The family's defining segments (or its method) were sent in another case than the table's. */
+  /** The family's defining segments (or its method) were sent in another case than the table's, or its model is not plainly spelled. */
   miscased: boolean;
 }
 
@@ -78,8 +78,9 @@ export function routeOf(families: readonly Family[], method: string, segments: r
       const sent = last.slice(colon + 1);
       const known = colon > 0 ? entry.methods.find((m) => m.toLowerCase() === sent.toLowerCase()) : undefined;
       if (known === undefined) continue;
-      miscased ||= known !== sent;
       pathModel = last.slice(0, colon);
+      // A model name holds neither: an escaped character or a second `:` could make the upstream read another model or method.
+      miscased ||= known !== sent || /[%:]/.test(pathModel);
     }
     if (entry.modelSegment !== undefined) pathModel = segments[entry.modelSegment];
     const shape = entry.guardedShapes?.find((s) => s.method === method && matches(s.rest, rest));

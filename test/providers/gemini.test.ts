@@ -95,6 +95,10 @@ describe('refusals on the Gemini port, in Google\'s shape', () => {
     refusal(await request(at(s)).post('/v1beta/models/gemini-2.5-pro:GenerateContent').send({ contents: [] }), 400, 'INVALID_ARGUMENT', 'bad_request_target');
     refusal(await request(at(s)).post('/v1beta/models/gemini-2.5-flash:GENERATECONTENT').send({ contents: [] }), 400, 'INVALID_ARGUMENT', 'bad_request_target');
     refusal(await request(at(s)).post('/v1beta/models/gemini%2D2.5-pro:generateContent').send({ contents: [] }), 403, 'PERMISSION_DENIED', 'model_not_allowed');
+    // An escaped colon or a second method would let the upstream read a model or method the sidecar did not.
+    for (const path of ['/v1beta/models/gemini-2.5-pro%3Aflash:generateContent', '/v1beta/models/gemini-2.5-flash:x:generateContent', '/v1beta/models/gemini-2.5-flash%20:generateContent']) {
+      refusal(await request(at(s)).post(path).send({ contents: [] }), 400, 'INVALID_ARGUMENT', 'bad_request_target');
+    }
     expect(fake.received.length).toBe(before);
     await request(at(s)).post('/v1beta/models/gemini-2.5-flash:generateContent').send({ contents: [] }).expect(200);
   });
