@@ -40,7 +40,8 @@ COPY --from=build /src/dist/src dist/src
 # the sidecar needs no writable path at all. node, by number: Kubernetes can
 # check runAsNonRoot only against a numeric USER.
 USER 1000:1000
-EXPOSE 10000
+# OpenAI's port; Anthropic's, Gemini's and Azure's when their keys are set.
+EXPOSE 10000 10001 10003 10005
 # Generous start period: readiness waits for the egress proxy, which may start later.
 HEALTHCHECK --interval=10s --timeout=5s --start-period=30s --retries=3 \
   CMD ["node", "dist/src/healthcheck.js"]

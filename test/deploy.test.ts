@@ -308,7 +308,7 @@ describe('Dockerfiles', () => {
     expect(stage[0]).toMatch(/^FROM node:22-bookworm-slim\b/);
     // Numeric (node), so Kubernetes can check runAsNonRoot against the image itself.
     expect(stage).toContain('USER 1000:1000');
-    expect(stage).toContain('EXPOSE 10000');
+    expect(stage).toContain('EXPOSE 10000 10001 10003 10005');
     expect(stage.find((l) => l.startsWith('ENV'))).toMatch(/REQUIRE_EGRESS_PROXY=true/);
     expect(stage.find((l) => l.startsWith('HEALTHCHECK'))).toMatch(/CMD \["node", "dist\/src\/healthcheck\.js"\]/);
     expect(stage.find((l) => l.startsWith('ENTRYPOINT'))).toBe('ENTRYPOINT ["node", "dist/src/main.js"]');

@@ -99,7 +99,7 @@ describe.skipIf(why !== null)(`the compose sandbox, offline${why ? ` (skipped: $
 
   it('builds a sidecar image that runs as node (1000), sets REQUIRE_EGRESS_PROXY, and fails fast without a key or a proxy', async () => {
     expect(await inspect('api-proxy:local', '{{.Config.User}}')).toBe('1000:1000');
-    expect(await inspect('api-proxy:local', '{{json .Config.ExposedPorts}}')).toBe('{"10000/tcp":{}}');
+    expect(await inspect('api-proxy:local', '{{json .Config.ExposedPorts}}')).toBe('{"10000/tcp":{},"10001/tcp":{},"10003/tcp":{},"10005/tcp":{}}');
     expect(await inspect('api-proxy:local', '{{json .Config.Env}}')).toContain('REQUIRE_EGRESS_PROXY=true');
     expect(await inspect('api-proxy:local', '{{json .Config.Healthcheck.Test}}')).toBe('["CMD","node","dist/src/healthcheck.js"]');
     const noKey = await sh('docker', ['run', '--rm', '--read-only', '--network', 'none', 'api-proxy:local']);
