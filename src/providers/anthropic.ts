@@ -1,6 +1,6 @@
 import type { ErrorShape } from '../core/errors.js';
 import { get, post, type Family } from '../policy/routes.js';
-import { unknownReading, type Reading, type Tokens } from '../usage/usage.js';
+import { eventObject, exact, isObj, optional, unknownReading, type Obj, type Reading, type Tokens } from '../usage/usage.js';
 import type { Provider } from './provider.js';
 
 /** Checked in order: message batches sit under `messages` and answer later, elsewhere: not countable. */
@@ -13,13 +13,6 @@ const FAMILIES: readonly Family[] = [
   { name: 'files', prefix: ['files'], multipart: true },
   ...['complete', 'skills', 'organizations'].map((name) => ({ name, prefix: [name] })),
 ];
-
-type Obj = Record<string, unknown>;
-const isObj = (v: unknown): v is Obj => typeof v === 'object' && v !== null && !Array.isArray(v);
-// A token count as the API writes it; anything else is a usage that does not parse.
-const exact = (v: unknown): number | null => (typeof v === 'number' && Number.isSafeInteger(v) && v >= 0 ? v : null);
-// The cache fields are absent on older models and some routes: absent is none.
-const optional = (v: unknown): number | null => (v === undefined || v === null ? 0 : exact(v));
 
 /**
  * Messages `usage`: input counts the cache reads and writes, which the API
@@ -85,14 +78,8 @@ export const anthropic: Provider = {
       let output: unknown;
       return {
         event: (data) => {
-          if (!mayHoldUsage(data)) return;
-          let event: unknown;
-          try {
-            event = JSON.parse(data);
-          } catch {
-            return;
-          }
-          if (!isObj(event)) return;
+          const event = mayHoldUsage(data) ? eventObject(data) : undefined;
+          if (!event) return;
           if (event.type === 'message_start' && start === undefined && isObj(event.message)) {
             start = isObj(event.message.usage) ? event.message.usage : {};
             model = modelOf(event.message);

@@ -1,6 +1,6 @@
 import type { ErrorShape } from '../core/errors.js';
 import { get, post, type Family } from '../policy/routes.js';
-import { unknownReading, type Reading, type Tokens } from '../usage/usage.js';
+import { eventObject, exact, isObj, optional, unknownReading, type Obj, type Reading, type Tokens } from '../usage/usage.js';
 import type { Provider } from './provider.js';
 
 // Paths go as sent (`/v1beta/…`, `/v1/…`): `*` is the API version.
@@ -22,12 +22,6 @@ const FAMILIES: readonly Family[] = [
   // The Live API's WebSocket: its turns are no requests the budget can hold.
   { name: 'live', prefix: ['ws'] },
 ];
-
-type Obj = Record<string, unknown>;
-const isObj = (v: unknown): v is Obj => typeof v === 'object' && v !== null && !Array.isArray(v);
-const exact = (v: unknown): number | null => (typeof v === 'number' && Number.isSafeInteger(v) && v >= 0 ? v : null);
-// Gemini leaves out a count that is zero (no cache, no thoughts, no tools).
-const optional = (v: unknown): number | null => (v === undefined || v === null ? 0 : exact(v));
 
 /** `usageMetadata`: input counts tool-use prompts, output counts thoughts (reasoning). */
 export function geminiTokens(usage: unknown): Tokens | null {
@@ -86,14 +80,8 @@ export const gemini: Provider = {
       let done = false;
       return {
         event: (data) => {
-          if (!data.includes('"usageMetadata"') && !data.includes('"finishReason"')) return;
-          let chunk: unknown;
-          try {
-            chunk = JSON.parse(data);
-          } catch {
-            return;
-          }
-          if (!isObj(chunk)) return;
+          const chunk = data.includes('"usageMetadata"') || data.includes('"finishReason"') ? eventObject(data) : undefined;
+          if (!chunk) return;
           if (isObj(chunk.usageMetadata)) last = chunk;
           done ||= finished(chunk);
         },

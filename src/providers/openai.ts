@@ -1,6 +1,6 @@
 import { openaiErrors } from '../core/errors.js';
 import { del, EPHEMERAL_KEYS, get, post, type Family } from '../policy/routes.js';
-import { mayHoldUsage, readBody, readEvent, type Reading } from '../usage/usage.js';
+import { eventObject, mayHoldUsage, readBody, readEvent, type Reading } from '../usage/usage.js';
 import type { Provider } from './provider.js';
 
 /** Checked in order: the credential-minting routes come before the families they sit in. */
@@ -64,12 +64,8 @@ export const openai: Provider = {
       let reading: Reading | null = null;
       return {
         event: (data) => {
-          if (reading || !mayHoldUsage(data)) return;
-          try {
-            reading = readEvent(JSON.parse(data));
-          } catch {
-            /* not JSON ([DONE], or a broken event): nothing to count */
-          }
+          // Not JSON ([DONE], or a broken event): nothing to count.
+          if (!reading && mayHoldUsage(data)) reading = readEvent(eventObject(data));
         },
         reading: () => reading,
       };

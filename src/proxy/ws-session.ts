@@ -7,7 +7,7 @@ import type { Logger } from '../core/logger.js';
 import { scanMessage, ScanError } from '../policy/body-scan.js';
 import { ModelPolicy } from '../policy/models.js';
 import type { ToolPolicy } from '../policy/tools.js';
-import { mayHoldUsage, readEvent, unknownReading } from '../usage/usage.js';
+import { eventObject, mayHoldUsage, readEvent, unknownReading } from '../usage/usage.js';
 import { acceptedDeflate, clientFrameError, closeFrame, FrameParser, MessageInflater, MessageReader, OPCODE, serverFrame, type Frame, type Message } from './ws-frames.js';
 
 /** What a Responses WebSocket session answers to: the budget, the model list, the bounds of inspection. */
@@ -121,14 +121,8 @@ export function relayWebSocket(
     const text = message.data.toString('utf8');
     // Only the events that start or end a response, or refuse a message, are parsed; deltas are not.
     if (!text.includes('"response.created"') && !text.includes('"error"') && !mayHoldUsage(text)) return;
-    let event: Record<string, unknown>;
-    try {
-      const parsed: unknown = JSON.parse(text);
-      if (!parsed || typeof parsed !== 'object') return;
-      event = parsed as Record<string, unknown>;
-    } catch {
-      return;
-    }
+    const event = eventObject(text);
+    if (!event) return;
     const id = responseIdOf(event);
     if (event.type === 'response.created') {
       // Messages that were no turn, still waiting before this one, got their answer (or none) already.

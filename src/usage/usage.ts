@@ -33,13 +33,25 @@ export const UNKNOWN_MODEL = 'unknown';
 /** A response whose usage could not be read, under the model it named, if any. */
 export const unknownReading = (model = UNKNOWN_MODEL): Reading => ({ model, status: 'unknown', tokens: null });
 
-type Obj = Record<string, unknown>;
-const isObj = (v: unknown): v is Obj => typeof v === 'object' && v !== null && !Array.isArray(v);
+export type Obj = Record<string, unknown>;
+export const isObj = (v: unknown): v is Obj => typeof v === 'object' && v !== null && !Array.isArray(v);
 const count = (v: unknown): number => (typeof v === 'number' && Number.isSafeInteger(v) && v >= 0 ? v : 0);
 const modelOf = (o: Obj): string => (typeof o.model === 'string' && o.model !== '' ? o.model : UNKNOWN_MODEL);
 
 // A token count as the APIs write it; anything else is a usage that does not parse.
-const exact = (v: unknown): number | null => (typeof v === 'number' && Number.isSafeInteger(v) && v >= 0 ? v : null);
+export const exact = (v: unknown): number | null => (typeof v === 'number' && Number.isSafeInteger(v) && v >= 0 ? v : null);
+/** A count an API leaves out when there is none (a cache unused, no thoughts): absent or null is 0, anything else must parse. */
+export const optional = (v: unknown): number | null => (v === undefined || v === null ? 0 : exact(v));
+
+/** One event's `data` as a JSON object, or undefined when it is none ([DONE], a broken event). */
+export function eventObject(data: string): Obj | undefined {
+  try {
+    const value: unknown = JSON.parse(data);
+    return isObj(value) ? value : undefined;
+  } catch {
+    return undefined;
+  }
+}
 
 /**
  * Tokens from a `usage` object of any of the APIs, or null when it is not one,
