@@ -1,11 +1,10 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { CLAUDE_BIN, claudeEnvForTest } from '../testkit/claude.js';
-import { FAKE_TEXT, type FakeUpstream, type Received } from '../testkit/fake-upstream.js';
-import { createAgentNamespace, netnsUnavailable, type Namespace } from '../testkit/netns.js';
-import type { Squid } from '../testkit/squid.js';
-import { FAKE_ANTHROPIC_HOST, FAKE_HOST } from '../testkit/test-ca.js';
-import { shippedEgressUnavailable, startShippedEgress, type ShippedEgress } from './support/egress.js';
-import { startSidecar, TEST_ANTHROPIC_KEY, TEST_KEY, type Sidecar } from './support/sidecar.js';
+import { FAKE_TEXT, type Received } from '../testkit/fake-upstream.js';
+import { netnsUnavailable } from '../testkit/netns.js';
+import { FAKE_ANTHROPIC_HOST } from '../testkit/test-ca.js';
+import { agentSandbox, shippedEgressUnavailable } from './support/egress.js';
+import { TEST_ANTHROPIC_KEY, TEST_KEY, type Sidecar } from './support/sidecar.js';
 
 /**
  * The real Claude Code CLI in a network namespace whose only peer is the
@@ -20,55 +19,24 @@ const USAGE = 'input=12,output=3,cache_read=100,cache_write=7';
 const PER_ANSWER = { input: 119, cached_input: 100, cache_write: 7, output: 3, reasoning: 0, total: 122 };
 
 describe.skipIf(why !== null)(`Claude Code end to end${why ? ` (skipped: ${why})` : ''}`, () => {
-  let ns: Namespace;
-  let egress: ShippedEgress;
-  let fake: FakeUpstream;
-  let squid: Squid;
-  const sidecars: Sidecar[] = [];
-
-  beforeAll(async () => {
-    ns = createAgentNamespace();
-    egress = await startShippedEgress({ names: [FAKE_ANTHROPIC_HOST], env: { SQUID_ALLOWED_DOMAINS: `${FAKE_HOST},${FAKE_ANTHROPIC_HOST}` } });
-    ({ fake, squid } = egress);
-  });
-  afterAll(async () => {
-    await Promise.all(sidecars.map((s) => s.close()));
-    await egress?.close();
-    ns?.close();
-  });
-
-  const sidecarWith = async (env: Record<string, string> = {}): Promise<Sidecar> => {
-    const s = await startSidecar(
-      {
-        ANTHROPIC_API_KEY: TEST_ANTHROPIC_KEY,
-        ANTHROPIC_UPSTREAM_URL: `https://${FAKE_ANTHROPIC_HOST}`,
-        UPSTREAM_URL: `https://${FAKE_HOST}`,
-        HTTPS_PROXY: squid.url,
-        REQUIRE_EGRESS_PROXY: 'true',
-        ...env,
-      },
-      ns.hostAddress,
-    );
-    sidecars.push(s);
-    return s;
-  };
+  const sandbox = agentSandbox(FAKE_ANTHROPIC_HOST, { ANTHROPIC_API_KEY: TEST_ANTHROPIC_KEY, ANTHROPIC_UPSTREAM_URL: `https://${FAKE_ANTHROPIC_HOST}` });
 
   const runClaude = (s: Sidecar) =>
-    ns.run(CLAUDE_BIN, ['-p', 'say hi', '--model', 'claude-sonnet-4-5'], {
+    sandbox.ns.run(CLAUDE_BIN, ['-p', 'say hi', '--model', 'claude-sonnet-4-5'], {
       env: claudeEnvForTest(s.urls.anthropic!, { ANTHROPIC_CUSTOM_HEADERS: `x-fake: ${USAGE}` }),
       timeoutMs: 60_000,
     });
-  const messages = (from: number): Received[] => fake.received.slice(from).filter((r) => r.path.startsWith('/v1/messages'));
+  const messages = (from: number): Received[] => sandbox.fake.received.slice(from).filter((r) => r.path.startsWith('/v1/messages'));
 
   it('completes a turn; its usage is counted exactly; the key arrives as x-api-key and nowhere else; no other host is tried', async () => {
-    const s = await sidecarWith();
-    const before = fake.received.length;
+    const s = await sandbox.sidecarWith();
+    const before = sandbox.fake.received.length;
     const { code, stdout, stderr } = await runClaude(s);
     expect(code, stderr).toBe(0);
     expect(stdout).toContain(FAKE_TEXT.trim());
     const sent = messages(before);
     expect(sent.length).toBeGreaterThanOrEqual(1);
-    expect(fake.received.slice(before).every((r) => r.path.startsWith('/v1/messages'))).toBe(true);
+    expect(sandbox.fake.received.slice(before).every((r) => r.path.startsWith('/v1/messages'))).toBe(true);
     for (const r of sent) {
       expect(r.headers['x-api-key']).toBe(TEST_ANTHROPIC_KEY);
       expect(r.headers.authorization).toBeUndefined();
@@ -85,16 +53,16 @@ describe.skipIf(why !== null)(`Claude Code end to end${why ? ` (skipped: ${why})
   });
 
   it('on a spent budget it exits at once saying why, after one refused request, and nothing more goes upstream', async () => {
-    const s = await sidecarWith({ MAX_TOKENS: '100' });
+    const s = await sandbox.sidecarWith({ MAX_TOKENS: '100' });
     const first = await runClaude(s);
     expect(first.code, first.stderr).toBe(0);
     expect(s.app.ledger.snapshot().budget.exhausted).toBe(true);
-    const seen = fake.received.length;
+    const seen = sandbox.fake.received.length;
     const started = Date.now();
     const second = await runClaude(s);
     expect(second.code).toBe(1);
     expect(second.stdout).toContain("API Error: 402 This sandbox's model budget is exhausted: its token budget (MAX_TOKENS=100) is spent");
-    expect(fake.received.length).toBe(seen);
+    expect(sandbox.fake.received.length).toBe(seen);
     const refused = s.logs.filter((l) => l.includes('"status":402'));
     expect(refused).toHaveLength(1);
     expect(Date.now() - started).toBeLessThan(30_000);

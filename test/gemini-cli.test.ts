@@ -1,11 +1,10 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { FAKE_TEXT, type FakeUpstream, type Received } from '../testkit/fake-upstream.js';
+import { describe, expect, it } from 'vitest';
+import { FAKE_TEXT, type Received } from '../testkit/fake-upstream.js';
 import { GEMINI_CLI_JS, geminiEnvForTest } from '../testkit/gemini-cli.js';
-import { createAgentNamespace, netnsUnavailable, type Namespace } from '../testkit/netns.js';
-import type { Squid } from '../testkit/squid.js';
-import { FAKE_GEMINI_HOST, FAKE_HOST } from '../testkit/test-ca.js';
-import { shippedEgressUnavailable, startShippedEgress, type ShippedEgress } from './support/egress.js';
-import { startSidecar, TEST_GEMINI_KEY, TEST_KEY, type Sidecar } from './support/sidecar.js';
+import { netnsUnavailable } from '../testkit/netns.js';
+import { FAKE_GEMINI_HOST } from '../testkit/test-ca.js';
+import { agentSandbox, shippedEgressUnavailable } from './support/egress.js';
+import { TEST_GEMINI_KEY, TEST_KEY, type Sidecar } from './support/sidecar.js';
 
 /**
  * The real Gemini CLI in a network namespace whose only peer is the sidecar:
@@ -16,38 +15,15 @@ const why = netnsUnavailable() ?? shippedEgressUnavailable();
 if (why && process.env.API_PROXY_REQUIRE_ALL === '1') throw new Error(`Gemini CLI end-to-end test cannot run: ${why}`);
 
 describe.skipIf(why !== null)(`Gemini CLI end to end${why ? ` (skipped: ${why})` : ''}`, () => {
-  let ns: Namespace;
-  let egress: ShippedEgress;
-  let fake: FakeUpstream;
-  let squid: Squid;
-  const sidecars: Sidecar[] = [];
+  const sandbox = agentSandbox(FAKE_GEMINI_HOST, { GEMINI_API_KEY: TEST_GEMINI_KEY, GEMINI_UPSTREAM_URL: `https://${FAKE_GEMINI_HOST}` });
 
-  beforeAll(async () => {
-    ns = createAgentNamespace();
-    egress = await startShippedEgress({ names: [FAKE_GEMINI_HOST], env: { SQUID_ALLOWED_DOMAINS: `${FAKE_HOST},${FAKE_GEMINI_HOST}` } });
-    ({ fake, squid } = egress);
-  });
-  afterAll(async () => {
-    await Promise.all(sidecars.map((s) => s.close()));
-    await egress?.close();
-    ns?.close();
-  });
-
-  const sidecarWith = async (env: Record<string, string> = {}): Promise<Sidecar> => {
-    const s = await startSidecar(
-      { GEMINI_API_KEY: TEST_GEMINI_KEY, GEMINI_UPSTREAM_URL: `https://${FAKE_GEMINI_HOST}`, UPSTREAM_URL: `https://${FAKE_HOST}`, HTTPS_PROXY: squid.url, REQUIRE_EGRESS_PROXY: 'true', ...env },
-      ns.hostAddress,
-    );
-    sidecars.push(s);
-    return s;
-  };
   const runGemini = (s: Sidecar) =>
-    ns.run(process.execPath, [GEMINI_CLI_JS, '-p', 'say hi', '-m', 'gemini-2.5-flash'], { env: geminiEnvForTest(s.urls.gemini!), timeoutMs: 90_000 });
-  const calls = (from: number): Received[] => fake.received.slice(from);
+    sandbox.ns.run(process.execPath, [GEMINI_CLI_JS, '-p', 'say hi', '-m', 'gemini-2.5-flash'], { env: geminiEnvForTest(s.urls.gemini!), timeoutMs: 90_000 });
+  const calls = (from: number): Received[] => sandbox.fake.received.slice(from);
 
   it('completes a turn; its usage is counted exactly; the key arrives as x-goog-api-key and nowhere else', async () => {
-    const s = await sidecarWith();
-    const before = fake.received.length;
+    const s = await sandbox.sidecarWith();
+    const before = sandbox.fake.received.length;
     const { code, stdout, stderr } = await runGemini(s);
     expect(code, stderr).toBe(0);
     expect(stdout).toContain(FAKE_TEXT.trim());
@@ -67,15 +43,15 @@ describe.skipIf(why !== null)(`Gemini CLI end to end${why ? ` (skipped: ${why})`
   });
 
   it('on a spent budget it stops after one refused request, saying why, and nothing more goes upstream', async () => {
-    const s = await sidecarWith({ MAX_TOKENS: '5' });
+    const s = await sandbox.sidecarWith({ MAX_TOKENS: '5' });
     const first = await runGemini(s);
     expect(first.code, first.stderr).toBe(0);
     expect(s.app.ledger.snapshot().budget.exhausted).toBe(true);
-    const seen = fake.received.length;
+    const seen = sandbox.fake.received.length;
     const second = await runGemini(s);
     expect(second.code).not.toBe(0);
     expect(`${second.stdout}\n${second.stderr}`).toContain("This sandbox's model budget is exhausted");
-    expect(fake.received.length).toBe(seen);
+    expect(sandbox.fake.received.length).toBe(seen);
     expect(s.logs.filter((l) => l.includes('budget_exceeded'))).toHaveLength(1);
   });
 });

@@ -1,8 +1,9 @@
 import { startFakeUpstream, type FakeUpstream } from '../../testkit/fake-upstream.js';
-import { createEgressNamespace, netnsUnavailable, type Namespace } from '../../testkit/netns.js';
+import { afterAll, beforeAll } from 'vitest';
+import { createAgentNamespace, createEgressNamespace, netnsUnavailable, type Namespace } from '../../testkit/netns.js';
 import { SQUID_BIN, startProductSquid, type ProductSquidOptions, type Squid } from '../../testkit/squid.js';
 import { FAKE_HOST } from '../../testkit/test-ca.js';
-import { testPki } from './sidecar.js';
+import { startSidecar, testPki, type Sidecar } from './sidecar.js';
 
 /** Why the shipped egress cannot run here, or null when it can. */
 export const shippedEgressUnavailable = (): string | null => netnsUnavailable() ?? (SQUID_BIN ? null : 'squid is not installed');
@@ -50,4 +51,42 @@ export async function startShippedEgress(
     ns.close();
     throw err;
   }
+}
+
+export interface AgentSandbox {
+  /** The agent's namespace: its only peer is the sidecar. */
+  ns: Namespace;
+  fake: FakeUpstream;
+  squid: Squid;
+  /** A sidecar on the namespace's host end, through the shipped Squid, `base` with `env` on top; closed after the file. */
+  sidecarWith(env?: Record<string, string>): Promise<Sidecar>;
+}
+
+/**
+ * What a real agent CLI runs in: its own network namespace, and the shipped
+ * Squid allowing FAKE_HOST and `host`, both resolving to the TLS fake. Registers
+ * the enclosing describe's hooks. Needs root.
+ */
+export function agentSandbox(host: string, base: Record<string, string>): AgentSandbox {
+  const sidecars: Sidecar[] = [];
+  let egress: ShippedEgress | undefined;
+  const sandbox = {
+    sidecarWith: async (env: Record<string, string> = {}): Promise<Sidecar> => {
+      const s = await startSidecar({ UPSTREAM_URL: `https://${FAKE_HOST}`, HTTPS_PROXY: sandbox.squid.url, REQUIRE_EGRESS_PROXY: 'true', ...base, ...env }, sandbox.ns.hostAddress);
+      sidecars.push(s);
+      return s;
+    },
+  } as AgentSandbox;
+  beforeAll(async () => {
+    sandbox.ns = createAgentNamespace();
+    egress = await startShippedEgress({ names: [host], env: { SQUID_ALLOWED_DOMAINS: `${FAKE_HOST},${host}` } });
+    sandbox.fake = egress.fake;
+    sandbox.squid = egress.squid;
+  });
+  afterAll(async () => {
+    await Promise.all(sidecars.map((s) => s.close()));
+    await egress?.close();
+    sandbox.ns?.close();
+  });
+  return sandbox;
 }
