@@ -74,7 +74,7 @@ export class Admission {
       throw new ProxyError('body_too_large', `The request body is over ${config.maxBodyBytes} bytes.`);
     }
     // An upstream that routes `/v1/Responses` as `/v1/responses` would see another route than the table does.
-    if (route.miscased) {
+    if (route.misspelled) {
       throw new ProxyError('bad_request_target', 'Route names are spelled as the API spells them, such as /v1/responses.');
     }
     this.#routeAllowed(route, method);

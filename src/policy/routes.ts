@@ -54,7 +54,7 @@ export interface Route {
   /** The model the path names (`models/{model}:{method}`), for a family with methods. */
   pathModel?: string;
   /** The family's defining segments (or its method) were sent in another case than the table's, or its model is not plainly spelled. */
-  miscased: boolean;
+  misspelled: boolean;
 }
 
 const matches = (pattern: readonly string[], segments: readonly string[]): boolean =>
@@ -70,7 +70,7 @@ export function routeOf(families: readonly Family[], method: string, segments: r
   for (const entry of families) {
     if (!entry.prefix.every((p, i) => (p === '*' ? lower[i] !== undefined : lower[i] === p))) continue;
     const rest = segments.slice(entry.prefix.length);
-    let miscased = entry.prefix.some((p, i) => p !== '*' && segments[i] !== p);
+    let misspelled = entry.prefix.some((p, i) => p !== '*' && segments[i] !== p);
     let pathModel: string | undefined;
     if (entry.methods) {
       const last = rest.length === 1 ? rest[0]! : '';
@@ -79,14 +79,15 @@ export function routeOf(families: readonly Family[], method: string, segments: r
       const known = colon > 0 ? entry.methods.find((m) => m.toLowerCase() === sent.toLowerCase()) : undefined;
       if (known === undefined) continue;
       pathModel = last.slice(0, colon);
-      // A model name holds neither: an escaped character or a second `:` could make the upstream read another model or method.
-      miscased ||= known !== sent || /[%:]/.test(pathModel);
+      misspelled ||= known !== sent;
     }
     if (entry.modelSegment !== undefined) pathModel = segments[entry.modelSegment];
+    // A model named in the path holds neither: an escaped character or a `:` could make the upstream read another model or method.
+    if (pathModel !== undefined && /[%:]/.test(pathModel)) misspelled = true;
     const shape = entry.guardedShapes?.find((s) => s.method === method && matches(s.rest, rest));
-    return { family: entry.name, entry, shape, pathModel, miscased };
+    return { family: entry.name, entry, shape, pathModel, misspelled };
   }
-  return { family: lower[0] ?? '', entry: undefined, shape: undefined, miscased: false };
+  return { family: lower[0] ?? '', entry: undefined, shape: undefined, misspelled: false };
 }
 
 /** A bounded label for metrics: the known family's path under the base, else `other`. */

@@ -55,6 +55,10 @@ describe('the Azure OpenAI port', () => {
     expect((await request(at(s)).post('/openai/v1/responses').send({ model: 'o3-pro', input: 'x' })).body.error.code).toBe('model_not_allowed');
     expect((await request(at(s)).post('/openai/v1/files').send({})).body.error.code).toBe('route_not_allowed');
     expect((await request(at(s)).post('/openai/v1/realtime/client_secrets').send({})).body.error.code).toBe('route_not_allowed');
+    // A deployment spelled with an escape or a colon is no name an allowlist checked: refused, as for Gemini's models.
+    for (const path of ['/openai/deployments/gpt-5.5%3Aprod/chat/completions', '/openai/deployments/gpt-5:x/chat/completions']) {
+      expect((await request(at(s)).post(path).send({ messages: [] })).body.error.code, path).toBe('bad_request_target');
+    }
     expect(fake.received.length).toBe(before);
     await request(at(s)).post('/openai/deployments/gpt-5.5-prod/chat/completions').set('x-fake', 'input=20,output=5').send({ messages: [] }).expect(200);
     await until(() => usageOf(s), (b) => b.budget.exhausted === true);
