@@ -18,12 +18,13 @@ function configOrExit(): Config {
 
 const config = configOrExit();
 const keyStores = keyStoresFor(config);
-const logger = createLogger(config.logLevel, () => keyStores.map((k) => k.key));
+const logger = createLogger(config.logLevel, keyStores);
 const app = createApp(config, { logger, keyStores });
 
-// A port per provider; the process serves only once every one listens.
-const servers = app.ports.map(({ served }, i) => {
-  const server = createProxyServer(app.ports[i]!);
+// A server per provider's port; one that cannot listen ends the process.
+const servers = app.ports.map((port) => {
+  const { served, keyStore } = port;
+  const server = createProxyServer(port);
   server.on('error', (err) => {
     process.stderr.write(`api-proxy: cannot listen on ${config.host}:${served.port} (${served.provider.name}): ${err.message}\n`);
     process.exit(1);
@@ -37,8 +38,8 @@ const servers = app.ports.map(({ served }, i) => {
         upstream: served.upstreamUrl,
         basePath: served.basePath,
         egressProxy: served.egressProxy ? `${served.egressProxy.protocol}//${served.egressProxy.host}` : null,
-        keySource: app.ports[i]!.keyStore.source,
-        keyFingerprint: app.ports[i]!.keyStore.fingerprint,
+        keySource: keyStore.source,
+        keyFingerprint: keyStore.fingerprint,
       },
       'listening',
     );

@@ -18,7 +18,8 @@ function scrubHeaders(headers: unknown): unknown {
  * replaced before it is written. Serializers rather than pino's `redact` paths:
  * they cost nothing on the per-exchange line, which logs no headers.
  */
-export function createLogger(level: string, currentKeys: () => readonly string[], destination?: DestinationStream): Logger {
+/** `keys`: what holds each live key (the key stores), read as each line is written, so a rotated key is guarded at once. */
+export function createLogger(level: string, keys: readonly { readonly key: string }[], destination?: DestinationStream): Logger {
   return pino(
     {
       name: 'api-proxy',
@@ -30,7 +31,7 @@ export function createLogger(level: string, currentKeys: () => readonly string[]
       },
       hooks: {
         streamWrite: (line) => {
-          for (const key of currentKeys()) if (key && line.includes(key)) line = line.split(key).join(REDACTED);
+          for (const { key } of keys) if (key && line.includes(key)) line = line.split(key).join(REDACTED);
           return line;
         },
       },

@@ -75,7 +75,7 @@ export async function startSidecar(env: Record<string, string | undefined>, host
   const config = loadConfig({ OPENAI_API_KEY: TEST_KEY, LOG_LEVEL: 'trace', ...env });
   const logs: string[] = [];
   const keyStores = keyStoresFor(config);
-  const logger = createLogger(config.logLevel, () => keyStores.map((k) => k.key), { write: (s: string) => void logs.push(s) });
+  const logger = createLogger(config.logLevel, keyStores, { write: (s: string) => void logs.push(s) });
   const app = createApp(config, { logger, keyStores });
   const sent: string[] = [];
   const servers = app.ports.map((port) => createProxyServer(port));
