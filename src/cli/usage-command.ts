@@ -6,7 +6,7 @@ import { firstServedPort } from '../providers/index.js';
 import { NO_TOKENS, type Tokens } from '../usage/usage.js';
 
 const EX_USAGE = 64;
-const USAGE = 'usage: api-proxy usage [--url URL] [--format markdown|json]   (default URL http://127.0.0.1 on the first served provider's port: $PORT, 10000, when OpenAI's key is set)';
+const USAGE = 'usage: api-proxy usage [--url URL] [--format markdown|json]   (default URL http://127.0.0.1 on the port of the first provider served: $PORT, 10000, when the OpenAI key is set)';
 const TIMEOUT_MS = 5000;
 
 const n = (v: number): string => v.toLocaleString('en-US');
